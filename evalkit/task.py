@@ -172,6 +172,7 @@ class Request:
     min_new_tokens: int = 0
     stop: list[str] = field(default_factory=list)
     choices: list[str] | None = None
+    index: int = -1  # the sample's position in its dataset (replays keyed by order use it)
 
     @property
     def images(self) -> list[ImageRef]:
@@ -208,7 +209,6 @@ class Prediction:
     references: Any = None
     choice_scores: list[list[float]] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

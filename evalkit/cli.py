@@ -1,0 +1,215 @@
+"""The `evalkit` command: run | tasks (and compare | check | report | bench where installed).
+
+User mistakes (an unknown task, a missing dataset, a bad checkpoint) end in one line on
+stderr and exit code 2, never a traceback; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from evalkit import __version__
+
+# The embedded default: what `evalkit run` does with no arguments.
+DEFAULT_MODEL = "replay:{evalkit}/data/bundled/vqav2_mini/predictions_eval_mm.json"
+DEFAULT_TASKS = "vqav2_mini"
+
+_COMMANDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+
+
+def command(name: str):
+    def wrap(fn):
+        _COMMANDS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batch size must be a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("batch size must be >= 1")
+    return value
+
+
+def _add_tasks_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tasks-dir", action="append", default=[], metavar="DIR",
+                   help="an extra directory of task YAML specs (repeatable)")
+
+
+@command("run")
+def _run_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help=f"model spec: qwen-vl:PATH | replay:PREDICTIONS | demo (default: the embedded demo, {DEFAULT_MODEL})")
+    p.add_argument("--tasks", default=None, help=f"comma-separated task or group names (default: {DEFAULT_TASKS})")
+    p.add_argument("--output", "-o", default=None,
+                   help="run folder; re-running with the same folder resumes (default: runs/<model>)")
+    p.add_argument("--shots", type=_int_list, default=[0], help="few-shot counts, e.g. 0,4 (default 0)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of each task")
+    p.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling and bootstrap CIs (default 0)")
+    p.add_argument("--batch-size", type=_batch_size, default=8, help="requests per model call, or 'auto' (default 8)")
+    p.add_argument("--dtype", default=None, help="model dtype: fp32 | bf16 | fp16 (default: fp32 on CPU, bf16 on GPU)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    p.add_argument("--prompt-style", choices=["base", "chat"], default=None, help="override the model's prompt style")
+    p.add_argument("--data-dir", default=None, help="directory with local copies of datasets")
+    p.add_argument("--max-errors", type=int, default=None, help="fail a task once more samples than this fail")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_tasks_dir(p)
+
+
+@command("tasks")
+def _tasks_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group", default=None, help="only tasks of this group")
+    _add_tasks_dir(p)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.replace("{evalkit}", "")).strip("_")[-80:] or "run"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from evalkit.models import load_model
+    from evalkit.registry import Registry
+    from evalkit.results import metrics_table
+    from evalkit.runner import Runner, RunSettings
+
+    default = args.model is None and args.tasks is None
+    model_spec = args.model or DEFAULT_MODEL
+    specs = Registry(extra_dirs=args.tasks_dir).select(args.tasks or DEFAULT_TASKS)
+    model_spec_resolved = model_spec.replace("{evalkit}", str(Path(__file__).resolve().parent))
+    output = Path(args.output) if args.output else Path("runs") / _slug(model_spec)
+    options = {"batch_size": args.batch_size, "dtype": args.dtype, "device": args.device}
+    model = load_model(model_spec_resolved, **{k: v for k, v in options.items() if v is not None})
+    settings = RunSettings(
+        output=output, shots=args.shots, limit=args.limit, seed=args.seed,
+        batch_size=args.batch_size if isinstance(args.batch_size, int) else 64,
+        prompt_style=args.prompt_style, data_dir=args.data_dir, max_errors=args.max_errors,
+        model_spec=model_spec, progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    if default:
+        print(f"evalkit: no --model/--tasks given: running the embedded default ({model_spec} on {DEFAULT_TASKS})")
+    data = Runner(model, settings).run(specs)
+    print(metrics_table(data))
+    _print_notes(data)
+    print(f"\nresults: {output / 'run.json'}")
+    return 0
+
+
+def _print_notes(data: dict) -> None:
+    for key, t in data["tasks"].items():
+        for note in t.get("info", {}).get("notes", []):
+            print(f"note ({key}): {note}")
+        if t.get("submission"):
+            print(f"note ({key}): answers are private; upload {t['submission']} to the evaluation server")
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from evalkit.registry import Registry
+
+    reg = Registry(extra_dirs=args.tasks_dir)
+    names = reg.groups.get(args.group, []) if args.group else sorted(reg.tasks)
+    if args.group and not names:
+        print(f"evalkit: error: no group {args.group!r}; groups: {', '.join(sorted(reg.groups))}", file=sys.stderr)
+        return 2
+    rows = [("task", "groups", "dataset", "split", "metric", "output")]
+    for name in names:
+        s = reg.tasks[name]
+        where = s.dataset.path or _short(s.dataset.data_files) or s.dataset.format
+        rows.append((name, ",".join(s.groups), str(where), s.dataset.split,
+                     ",".join(m.name for m in s.metrics), s.output_type))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"\n{len(names)} tasks; groups: {', '.join(f'{g} ({len(t)})' for g, t in sorted(reg.groups.items()))}")
+    return 0
+
+
+def _short(files: object) -> str:
+    text = files if isinstance(files, str) else str(files) if files else ""
+    return text.replace("{evalkit}/", "evalkit/")
+
+
+def _handlers() -> dict[str, Callable[[argparse.Namespace], int]]:
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {"run": cmd_run, "tasks": cmd_tasks}
+    from importlib import import_module
+
+    for name, module in (("compare", "evalkit.compare"), ("diff", "evalkit.compare"), ("check", "evalkit.check"),
+                         ("report", "evalkit.report"), ("bench", "evalkit.bench")):
+        try:
+            mod = import_module(module)
+        except ModuleNotFoundError:
+            continue
+        _COMMANDS[name] = getattr(mod, f"add_{name}_arguments")
+        handlers[name] = getattr(mod, f"cmd_{name}")
+    return handlers
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    handlers = _handlers()
+    parser = argparse.ArgumentParser(prog="evalkit", description="Evaluate vision-language models (Qwen-VL paper suite).")
+    parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command")
+    for name, add in _COMMANDS.items():
+        doc = (handlers[name].__doc__ or "").strip().splitlines()
+        p = sub.add_parser(name, help=doc[0] if doc else None, description=handlers[name].__doc__)
+        add(p)
+    return parser, handlers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, handlers = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not [a for a in argv if a != "--debug"]:
+        argv.append("run")  # bare `evalkit`: the embedded default run
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return handlers[args.command](args)
+    except Exception as exc:
+        if args.debug or not _is_user_error(exc):
+            raise
+        print(f"evalkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evalkit: interrupted", file=sys.stderr)
+        return 130
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from evalkit.data.loader import DatasetError
+    from evalkit.models.base import ModelError
+    from evalkit.prompts import PromptError
+    from evalkit.registry import SpecError, UnknownTaskError
+    from evalkit.results import RunError
+    from evalkit.runner import Interrupted, TooManyErrors
+
+    return isinstance(exc, DatasetError | ModelError | PromptError | SpecError | UnknownTaskError | RunError
+                      | Interrupted | TooManyErrors | FileNotFoundError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Load a task's rows and turn them into Samples.
+
+Rows come from an adapter chosen by `DatasetSpec.format`: `hf` (a hub repo, or a local copy
+of one), `parquet` / `json` / `jsonl` / `csv` / `arrow` (local files through `datasets`), or an
+original-format adapter registered by name (COCO captions json, VQA question/annotation
+json, RefCOCO refs...). A row that cannot become a Sample (a missing image, a malformed
+field) is kept as a Sample carrying an `error`, so the run records it and goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from evalkit.data.fields import row_to_sample
+from evalkit.task import DatasetSpec, Sample, TaskSpec
+
+RowAdapter = Callable[[DatasetSpec], Iterable[dict[str, Any]]]
+_ADAPTERS: dict[str, RowAdapter] = {}
+_FILE_FORMATS = {"parquet", "json", "jsonl", "csv", "arrow"}
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+class DatasetError(RuntimeError):
+    """A dataset that cannot be loaded; the message says what is missing and how to get it."""
+
+
+def register_adapter(name: str) -> Callable[[RowAdapter], RowAdapter]:
+    def wrap(fn: RowAdapter) -> RowAdapter:
+        _ADAPTERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def expand_path(value: str, spec_dir: Path | None, data_dir: str | None) -> str:
+    """Resolve `{evalkit}`, `{data_dir}` and spec-relative paths in data_files / image roots."""
+    if data_dir is None and "{data_dir}" in value:
+        data_dir = os.environ.get("EVALKIT_DATA_DIR")
+        if data_dir is None:
+            raise DatasetError(f"{value!r} needs --data-dir (or EVALKIT_DATA_DIR): where the local copy lives")
+    value = value.replace("{evalkit}", str(PACKAGE_DIR)).replace("{data_dir}", str(data_dir))
+    path = Path(value).expanduser()
+    if not path.is_absolute() and spec_dir is not None and "://" not in value:
+        path = spec_dir / path
+    return str(path)
+
+
+def resolve_dataset(spec: TaskSpec, data_dir: str | None = None, split: str | None = None) -> DatasetSpec:
+    """The task's DatasetSpec with every local path made absolute."""
+    ds = spec.dataset
+    spec_dir = Path(spec.source).parent if spec.source else None
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, str):
+            return expand_path(v, spec_dir, data_dir)
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return v
+
+    path = ds.path
+    local_copy = Path(data_dir) / ds.path if data_dir and ds.path and ds.format == "hf" else None
+    if local_copy is not None and local_copy.exists():
+        path = str(local_copy)
+    elif path and ds.format != "hf":
+        path = fix(path)
+    options = {k: fix(v) if k.endswith(("_file", "_dir", "_root", "files")) else v for k, v in ds.options.items()}
+    return replace(
+        ds,
+        path=path,
+        split=split or ds.split,
+        data_files=fix(ds.data_files) if ds.data_files is not None else None,
+        image_root=fix(ds.image_root) if ds.image_root else None,
+        options=options,
+    )
+
+
+def load_samples(spec: TaskSpec, data_dir: str | None = None, split: str | None = None) -> list[Sample]:
+    """All samples of a task (or of another split of its dataset, for few-shot demonstrations)."""
+    ds = resolve_dataset(spec, data_dir, split)
+    adapter = _ADAPTERS.get(ds.format)
+    if adapter is None:
+        if ds.format in _FILE_FORMATS or ds.format == "hf":
+            adapter = _hf_rows
+        else:
+            raise DatasetError(f"task {spec.name}: unknown dataset format {ds.format!r}; known: {sorted(_ADAPTERS)}")
+    samples = []
+    for index, row in enumerate(adapter(ds)):
+        try:
+            samples.append(row_to_sample(row, spec.fields, index, ds.image_root))
+        except (KeyError, ValueError, TypeError) as exc:
+            samples.append(Sample(id=str(row.get(spec.fields.get("id", ""), index)), images=[], fields={},
+                                  metadata={"index": index, "error": f"bad row: {exc}"}))
+    return samples
+
+
+def _hf_rows(ds: DatasetSpec) -> Iterable[dict[str, Any]]:
+    dataset = _load_hf(ds)
+    for column, feature in dataset.features.items():
+        if type(feature).__name__ == "Image":
+            from datasets import Image as ImageFeature
+
+            dataset = dataset.cast_column(column, ImageFeature(decode=False))
+    return dataset
+
+
+def _load_hf(ds: DatasetSpec):
+    import datasets
+
+    datasets.logging.set_verbosity_error()
+    try:
+        if ds.format == "hf":
+            return datasets.load_dataset(ds.path, ds.name, split=ds.split)
+        builder = "json" if ds.format == "jsonl" else ds.format
+        files = ds.data_files if ds.data_files is not None else ds.path
+        _check_files(files)
+        return datasets.load_dataset(builder, data_files=files, split=ds.split if isinstance(files, dict) else "train")
+    except DatasetError:
+        raise
+    except Exception as exc:  # datasets raises many types; the user needs one clear message
+        where = ds.path if ds.format == "hf" else ds.data_files or ds.path
+        hint = (
+            " (offline? download it once with `huggingface-cli download --repo-type dataset "
+            f"{ds.path}` or point --data-dir at a local copy)" if ds.format == "hf" else ""
+        )
+        raise DatasetError(f"cannot load dataset {where} split {ds.split!r}: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}{hint}") from exc
+
+
+def _check_files(files: Any) -> None:
+    paths = files.values() if isinstance(files, dict) else [files]
+    for group in paths:
+        for f in [group] if isinstance(group, str) else group:
+            if "*" not in f and "://" not in f and not Path(f).exists():
+                raise DatasetError(f"dataset file not found: {f}")

@@ -1,0 +1,128 @@
+"""Prompt templates -> interleaved requests, with few-shot assembly as eval_mm does it.
+
+A template is plain text with `{field}` slots and one `{image}` slot per image, e.g. the
+paper's VQA prompt `<img>{image}</img>{question} Answer:`. Rendering splits the template at
+`{image}` so images stay separate parts (never serialised into text), which is what lets a
+4-shot prompt carry five images in order. Few-shot follows Qwen-VL's eval_mm: each shot is
+the task's own prompt filled with the shot's image and question followed by " {answer}",
+shots concatenated with no separator before the query prompt.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from typing import Any
+
+from evalkit.task import ImageRef, Request, Sample, TaskSpec, stable_hash
+
+
+class PromptError(ValueError):
+    pass
+
+
+def choice_letters(n: int) -> list[str]:
+    return [chr(ord("A") + i) for i in range(n)]
+
+
+def format_choices(choices: list[str]) -> str:
+    """eval_mm's option list: "A. x\\nB. y"."""
+    return "\n".join(f"{letter}. {c}" for letter, c in zip(choice_letters(len(choices)), choices))
+
+
+def render(template: str, sample: Sample) -> list[str | ImageRef]:
+    """Fill one template with one sample: text parts and image parts in order."""
+    pieces = template.split("{image}")
+    n_slots = len(pieces) - 1
+    if n_slots != len(sample.images):
+        raise PromptError(f"sample {sample.id}: template has {n_slots} image slot(s), sample has {len(sample.images)} image(s)")
+    values = _template_values(sample)
+    parts: list[str | ImageRef] = []
+    for i, piece in enumerate(pieces):
+        text = _format(piece, values, sample.id)
+        if text:
+            parts.append(text)
+        if i < n_slots:
+            parts.append(sample.images[i])
+    return parts
+
+
+def _template_values(sample: Sample) -> dict[str, Any]:
+    values = dict(sample.fields)
+    if isinstance(values.get("choices"), list):
+        values["choices"] = format_choices(values["choices"])
+    return values
+
+
+def _format(piece: str, values: dict[str, Any], sample_id: str) -> str:
+    names = {name for _, name, _, _ in string.Formatter().parse(piece) if name}
+    missing = names - set(values)
+    if missing:
+        raise PromptError(f"sample {sample_id}: prompt needs field(s) {sorted(missing)} the sample lacks")
+    return piece.format_map(values)
+
+
+def choose_shots(pool: list[Sample], sample: Sample, k: int, seed: int, task: str) -> list[Sample]:
+    """k demonstrations for `sample`, the same on every run and machine for the same seed.
+
+    Seeded per (seed, task, sample id), not from one global stream, so a resumed or sharded
+    run picks exactly the shots an uninterrupted run would. Shots never show the query image.
+    """
+    if k <= 0:
+        return []
+    query_keys = {im.key for im in sample.images}
+    candidates = [s for s in pool if s.id != sample.id and not query_keys & {im.key for im in s.images}
+                  and "error" not in s.metadata]
+    if len(candidates) < k:
+        raise PromptError(f"{task}: only {len(candidates)} few-shot candidates for sample {sample.id}, need {k}")
+    rng = random.Random(int(stable_hash([seed, task, sample.id]), 16))
+    return rng.sample(candidates, k)
+
+
+def shot_answer(shot: Sample, field: str) -> str:
+    value = shot.fields.get(field, shot.metadata.get(field, shot.references))
+    if isinstance(value, list):
+        value = _most_common(value)
+    return str(value)
+
+
+def _most_common(values: list[Any]) -> Any:
+    """The majority answer (VQA's 10 human answers), ties to the earliest."""
+    counts: dict[Any, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return max(counts, key=lambda v: counts[v]) if counts else ""
+
+
+def build_request(spec: TaskSpec, sample: Sample, style: str, shots: list[Sample] | None = None) -> Request:
+    template = spec.prompts.get(style) or spec.prompts.get("base") or next(iter(spec.prompts.values()))
+    parts: list[str | ImageRef] = []
+    answer_field = spec.fewshot.answer_field if spec.fewshot else "answer"
+    for shot in shots or []:
+        parts += render(template, shot)
+        parts.append(" " + shot_answer(shot, answer_field))
+    parts += render(template, sample)
+    choices = None
+    if spec.output_type == "choice":
+        choices = [" " + letter for letter in choice_letters(len(sample.fields["choices"]))]
+    return Request(
+        sample_id=sample.id,
+        task=spec.name,
+        parts=_merge_text(parts),
+        max_new_tokens=spec.generation.max_new_tokens,
+        min_new_tokens=spec.generation.min_new_tokens,
+        stop=list(spec.generation.stop),
+        choices=choices,
+        index=int(sample.metadata.get("index", -1)),
+    )
+
+
+def _merge_text(parts: list[str | ImageRef]) -> list[str | ImageRef]:
+    """Adjacent text parts joined, so a model sees each run of text once."""
+    out: list[str | ImageRef] = []
+    for p in parts:
+        if isinstance(p, str) and out and isinstance(out[-1], str):
+            out[-1] += p
+        else:
+            out.append(p)
+    return out

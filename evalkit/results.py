@@ -1,0 +1,172 @@
+"""The run folder: its files, their schema, and how they are written so a crash never corrupts them.
+
+A run folder holds `run.json` (what ran, on what, and the aggregate scores), `manifest.json`
+(the identity a resumed run must match) and `samples/<key>.jsonl` (one Prediction per line),
+which doubles as the cache: lines are appended and fsynced as predictions complete, a torn
+last line from a kill is detected and dropped, and the final file is rewritten atomically in
+dataset order with the per-sample scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evalkit.task import Prediction
+
+SCHEMA = "evalkit.run/1"
+
+
+class RunError(RuntimeError):
+    """A run folder that is missing, corrupt, or belongs to a different model or settings."""
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temp file in the same folder + fsync + rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, dumps(data, indent=2) + "\n")
+
+
+def dumps(data: Any, indent: int | None = None) -> str:
+    """Deterministic JSON (sorted keys, NaN as null) so identical results are identical bytes."""
+    return json.dumps(_clean(data), indent=indent, sort_keys=True, ensure_ascii=False)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+class SampleCache:
+    """Append-only predictions of one task, tolerant of a kill at any byte."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def load(self) -> dict[str, Prediction]:
+        """Every complete, valid line; a torn or corrupt tail is cut off the file so appends stay clean."""
+        if not self.path.exists():
+            return {}
+        raw = self.path.read_bytes()
+        out: dict[str, Prediction] = {}
+        good_end = 0
+        pos = 0
+        for line in raw.splitlines(keepends=True):
+            pos += len(line)
+            if not line.endswith(b"\n"):
+                break  # torn final line: the write never finished
+            try:
+                record = json.loads(line)
+                pred = Prediction.from_json(record)
+            except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+                break  # corrupt from here on: keep only what precedes it
+            out[pred.sample_id] = pred
+            good_end = pos
+        if good_end < len(raw):
+            with open(self.path, "r+b") as f:
+                f.truncate(good_end)
+        return out
+
+    def append(self, predictions: Iterable[Prediction]) -> None:
+        lines = "".join(dumps(p.to_json()) + "\n" for p in predictions)
+        if not lines:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finalize(self, predictions: list[Prediction]) -> None:
+        atomic_write_text(self.path, "".join(dumps(p.to_json()) + "\n" for p in predictions))
+
+
+def result_key(task: str, shots: int) -> str:
+    """The name of a (task, shot count) result: `okvqa_val` for zero-shot, `okvqa_val_4shot` else."""
+    return task if shots == 0 else f"{task}_{shots}shot"
+
+
+@dataclass
+class Run:
+    """A loaded run folder."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        return self.data.get("tasks", {})
+
+    @property
+    def label(self) -> str:
+        return self.data.get("label") or self.path.name
+
+    def samples(self, key: str) -> list[Prediction]:
+        file = self.path / "samples" / f"{key}.jsonl"
+        if not file.exists():
+            raise RunError(f"{self.path}: no samples file for {key} ({file})")
+        return list(SampleCache(file).load().values())
+
+
+def load_run(path: str | Path) -> Run:
+    """A run folder or a run.json file (a committed baseline is a bare run.json)."""
+    path = Path(path)
+    file = path / "run.json" if path.is_dir() else path
+    if not file.exists():
+        hint = " (the run may not have finished: re-run the same command to resume)" if path.is_dir() else ""
+        raise RunError(f"no run found at {path}: {file} does not exist{hint}")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{file} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise RunError(f"{file} is not an evalkit run (schema {SCHEMA!r} expected)")
+    return Run(path=file.parent, data=data)
+
+
+def format_value(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def metrics_table(run_data: dict[str, Any]) -> str:
+    """The plain-text table `evalkit run` prints at the end."""
+    rows = [("task", "metric", "value", "95% CI", "n", "errors")]
+    for key, t in run_data.get("tasks", {}).items():
+        if t.get("submission"):
+            rows.append((key, "submission", t["submission"], "", str(t.get("n_samples", "")), str(t.get("n_errors", 0))))
+            continue
+        for name, m in t.get("metrics", {}).items():
+            ci = m.get("ci95")
+            ci_text = f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else ""
+            rows.append((key, name, format_value(m.get("value")), ci_text, str(m.get("n", "")), str(t.get("n_errors", 0))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,283 @@
+"""plan -> batches -> model -> per-sample cache -> metrics -> results files.
+
+The run folder is the cache: every finished batch is appended to `samples/<key>.jsonl`
+before the next starts, so a kill loses at most the batch in flight and re-running the same
+command recomputes nothing already there. A request that fails (an undecodable image, a
+missing replayed prediction) is retried alone and, if it fails again, recorded on its
+sample with the reason; the run goes on and the summary counts it.
+"""
+
+from __future__ import annotations
+
+import platform
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from evalkit import __version__
+from evalkit.data import load_samples
+from evalkit.models.base import Model
+from evalkit.prompts import PromptError, build_request, choice_letters, choose_shots
+from evalkit.results import SCHEMA, RunError, SampleCache, atomic_write_json, result_key
+from evalkit.scoring import postprocess, score_task
+from evalkit.task import Prediction, Request, Sample, TaskSpec, stable_hash
+
+
+@dataclass
+class RunSettings:
+    output: Path
+    shots: list[int] = field(default_factory=lambda: [0])
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 8
+    prompt_style: str | None = None  # None: the model's own
+    data_dir: str | None = None
+    max_errors: int | None = None
+    model_spec: str = ""
+    progress: bool = True
+
+
+class Interrupted(RuntimeError):
+    """Ctrl-C: the batch in flight finished and was saved; re-running resumes."""
+
+
+class TooManyErrors(RuntimeError):
+    pass
+
+
+@contextmanager
+def _stop_after_batch() -> Iterator[dict[str, bool]]:
+    """First Ctrl-C asks to stop after the current batch; a second one stops at once."""
+    flag = {"stop": False}
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        print("\ninterrupt: finishing the current batch (Ctrl-C again to abort now)", file=sys.stderr)
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: keep default behaviour
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Runner:
+    def __init__(self, model: Model, settings: RunSettings):
+        self.model = model
+        self.settings = settings
+        self.style = settings.prompt_style or getattr(model, "prompt_style", "base")
+        self.out = Path(settings.output)
+
+    def run(self, specs: list[TaskSpec]) -> dict[str, Any]:
+        started = time.time()
+        identity = self.model.identity()
+        self._check_manifest(identity, specs)
+        results: dict[str, Any] = {}
+        with _stop_after_batch() as stop:
+            for spec in specs:
+                samples = self._plan(spec)
+                for k in self.settings.shots:
+                    results[result_key(spec.name, k)] = self._run_task(spec, samples, k, stop)
+        data = {
+            "schema": SCHEMA,
+            "evalkit_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": {**identity, "spec": self.settings.model_spec},
+            "settings": self._settings_record(specs),
+            "versions": versions(),
+            "tasks": results,
+            "timing": {"total_seconds": round(time.time() - started, 3)},
+        }
+        atomic_write_json(self.out / "run.json", data)
+        return data
+
+    # ------------------------------------------------------------ planning
+
+    def _plan(self, spec: TaskSpec) -> list[Sample]:
+        samples = load_samples(spec, self.settings.data_dir)
+        if self.settings.limit is not None:
+            samples = samples[: self.settings.limit]
+        seen: dict[str, int] = {}
+        for s in samples:  # ids key the cache: make repeats unique instead of silently merging them
+            n = seen.get(s.id, 0)
+            seen[s.id] = n + 1
+            if n:
+                s.id = f"{s.id}#{n}"
+        return samples
+
+    def _check_manifest(self, identity: dict[str, Any], specs: list[TaskSpec]) -> None:
+        """A folder's cache is only valid for the same model, seed, prompt style and specs."""
+        path = self.out / "manifest.json"
+        mine = {
+            "model": identity,
+            "seed": self.settings.seed,
+            "prompt_style": self.style,
+            "tasks": {s.name: s.spec_hash() for s in specs},
+        }
+        if path.exists():
+            import json
+
+            old = json.loads(path.read_text(encoding="utf-8"))
+            for key in ("model", "seed", "prompt_style"):
+                if old.get(key) != mine[key]:
+                    raise RunError(
+                        f"{self.out} holds a run with a different {key} ({old.get(key)!r} vs {mine[key]!r}); "
+                        "use another --output folder or delete this one"
+                    )
+            for name, h in mine["tasks"].items():
+                if old.get("tasks", {}).get(name, h) != h:
+                    raise RunError(f"{self.out}: task {name} spec changed since its cached samples were made; "
+                                   "use another --output folder or delete samples/ for it")
+            mine["tasks"] = {**old.get("tasks", {}), **mine["tasks"]}
+        atomic_write_json(path, mine)
+
+    def _settings_record(self, specs: list[TaskSpec]) -> dict[str, Any]:
+        s = asdict(self.settings)
+        s["output"] = str(self.settings.output)
+        s["prompt_style"] = self.style
+        s["tasks"] = [spec.name for spec in specs]
+        s.pop("progress")
+        s.pop("batch_size")  # results must not depend on it; recorded under timing-free settings only
+        return s
+
+    # ------------------------------------------------------------ one task
+
+    def _run_task(self, spec: TaskSpec, samples: list[Sample], shots: int, stop: dict[str, bool]) -> dict[str, Any]:
+        key = result_key(spec.name, shots)
+        cache = SampleCache(self.out / "samples" / f"{key}.jsonl")
+        done = cache.load()
+        pending = [s for s in samples if s.id not in done]
+        pool = self._shot_pool(spec) if shots else []
+        started = time.time()
+        bar = tqdm(total=len(samples), initial=len(samples) - len(pending), desc=key, unit="sample",
+                   disable=not self.settings.progress, leave=False)
+        bs = max(1, int(self.settings.batch_size))
+        for i in range(0, len(pending), bs):
+            chunk = pending[i : i + bs]
+            preds = self._predict(spec, chunk, shots, pool)
+            cache.append(preds)
+            done.update({p.sample_id: p for p in preds})
+            bar.update(len(chunk))
+            self._check_errors(spec, done.values())
+            if stop["stop"]:
+                bar.close()
+                raise Interrupted(f"stopped during {key}; re-run the same command to resume")
+        bar.close()
+        preds = [done[s.id] for s in samples]
+        for p in preds:
+            p.scores = {}
+        scored = score_task(spec, samples, preds, seed=self.settings.seed)
+        cache.finalize(preds)
+        return {
+            "task": spec.name,
+            "shots": shots,
+            "spec_hash": spec.spec_hash(),
+            "prompt_hash": spec.prompt_hash(self.style),
+            "dataset_fingerprint": fingerprint(samples),
+            "n_samples": len(samples),
+            "n_errors": sum(1 for p in preds if p.error),
+            "primary_metric": next(iter(scored["metrics"]), None),
+            "groups": spec.groups,
+            **scored,
+            "seconds": round(time.time() - started, 3),
+        }
+
+    def _shot_pool(self, spec: TaskSpec) -> list[Sample]:
+        if spec.fewshot is None or not spec.fewshot.split:
+            raise RunError(f"task {spec.name} has no few-shot source (fewshot.split in its spec); use --shots 0")
+        return load_samples(spec, self.settings.data_dir, split=spec.fewshot.split)
+
+    def _check_errors(self, spec: TaskSpec, preds: Any) -> None:
+        limit = self.settings.max_errors
+        if limit is not None:
+            n = sum(1 for p in preds if p.error)
+            if n > limit:
+                raise TooManyErrors(f"task {spec.name}: {n} samples failed, more than --max-errors {limit}")
+
+    # ------------------------------------------------------------ model calls
+
+    def _predict(self, spec: TaskSpec, chunk: list[Sample], shots: int, pool: list[Sample]) -> list[Prediction]:
+        preds: list[Prediction] = []
+        ready: list[tuple[Prediction, Request]] = []
+        for sample in chunk:
+            pred = Prediction(sample_id=sample.id, task=spec.name, references=sample.references)
+            preds.append(pred)
+            if "error" in sample.metadata:
+                pred.error = sample.metadata["error"]
+                continue
+            try:
+                request = build_request(spec, sample, self.style, choose_shots(pool, sample, shots, self.settings.seed, spec.name))
+            except PromptError as exc:
+                pred.error = str(exc)
+                continue
+            pred.prompt = request.text()
+            ready.append((pred, request))
+        self._call(spec, ready)
+        return preds
+
+    def _call(self, spec: TaskSpec, ready: list[tuple[Prediction, Request]]) -> None:
+        if not ready:
+            return
+        requests = [r for _, r in ready]
+        try:
+            if spec.output_type == "choice":
+                results: list[Any] = self.model.loglikelihood(requests)
+            else:
+                results = self.model.generate(requests)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:
+            if len(ready) > 1:  # find the culprit: retry one by one
+                for item in ready:
+                    self._call(spec, [item])
+                return
+            ready[0][0].error = f"{type(exc).__name__}: {exc}"
+            return
+        for (pred, request), result in zip(ready, results):
+            if spec.output_type == "choice":
+                self._set_choice(pred, request, result)
+            else:
+                pred.output = result
+                pred.answer = postprocess(result, spec.postprocess)
+
+    @staticmethod
+    def _set_choice(pred: Prediction, request: Request, scores: list[Any]) -> None:
+        pred.choice_scores = [[s.logprob, s.n_tokens] for s in scores]
+        best = max(range(len(scores)), key=lambda i: scores[i].mean_logprob)
+        pred.answer = best
+        pred.output = choice_letters(len(scores))[best]
+
+
+def fingerprint(samples: list[Sample]) -> str:
+    """A content hash of what was evaluated (ids, text fields, references, image identities)."""
+    def image_id(key: str) -> str:  # file images by name, so the same data elsewhere hashes the same
+        return key.rsplit("/", 1)[-1] if key.startswith("path:") else key
+
+    return stable_hash([[s.id, s.fields, s.references, [image_id(im.key) for im in s.images]] for s in samples])
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"evalkit": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "transformers", "datasets", "pycocoevalcap"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

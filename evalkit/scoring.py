@@ -1,0 +1,47 @@
+"""Per-sample scores and aggregates (with bootstrap CIs) for one task's predictions."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from evalkit.metrics import get_metric
+from evalkit.task import Prediction, Sample, TaskSpec
+
+
+def postprocess(output: str, steps: list[str]) -> str:
+    """The answer extraction a spec asks for; eval_mm only strips (grounding keeps the raw text)."""
+    for step in steps:
+        if step == "strip":
+            output = output.strip()
+        elif step == "first_line":
+            output = output.strip().split("\n")[0]
+        elif step == "lower":
+            output = output.lower()
+        else:
+            raise ValueError(f"unknown postprocess step {step!r} (known: strip, first_line, lower)")
+    return output
+
+
+def score_task(spec: TaskSpec, samples: list[Sample], preds: list[Prediction], seed: int = 0) -> dict[str, Any]:
+    """Fill `pred.scores` in place; return {"metrics": {name: {value, ci95, n}}, "info": {...}}."""
+    from evalkit.metrics.stats import bootstrap_ci
+
+    metrics: dict[str, dict[str, Any]] = {}
+    info: dict[str, Any] = {}
+    for mspec in spec.metrics:
+        result = get_metric(mspec.name)(preds, samples, **mspec.options)
+        for pred, scores in zip(preds, result.per_sample):
+            pred.scores.update(scores)
+        for name, value in result.aggregate.items():
+            entry: dict[str, Any] = {"value": _finite(value), "n": len(preds)}
+            values = [s[name] for s in result.per_sample if name in s]
+            if len(values) == len(preds) and values:
+                entry["ci95"] = list(bootstrap_ci(values, seed=seed))
+            metrics[name] = entry
+        info.update(result.info)
+    return {"metrics": metrics, "info": info}
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
