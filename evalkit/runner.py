@@ -181,9 +181,19 @@ class Runner:
         preds = [done[s.id] for s in samples]
         for p in preds:
             p.scores = {}
-        scored = score_task(spec, samples, preds, seed=self.settings.seed)
+        extra: dict[str, Any] = {}
+        if spec.submission:  # private answers: write the server's file instead of scoring
+            from evalkit.submission import write_submission
+
+            file = self.out / f"{key}_submission.json"
+            write_submission(spec.submission, preds, samples, file)
+            scored: dict[str, Any] = {"metrics": {}, "info": {}}
+            extra["submission"] = str(file)
+        else:
+            scored = score_task(spec, samples, preds, seed=self.settings.seed)
         cache.finalize(preds)
         return {
+            **extra,
             "task": spec.name,
             "shots": shots,
             "spec_hash": spec.spec_hash(),
