@@ -1,0 +1,194 @@
+"""QwenVLModel: the runner-facing adapter (evalkit.models.base.Model) over QwenVLForCausalLM.
+
+Generation goes through transformers `generate()` (greedy) in batches; the fast engine is
+separate. Requests are turned into text with an empty `<img></img>` span per image and the
+images are passed explicitly, so nothing is read from paths written into prompts. Results do
+not depend on batch size or padding (positions come from the attention mask).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from evalkit.models.base import ModelError
+from evalkit.models.qwen_vl.checkpoint import weight_files
+from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
+from evalkit.models.qwen_vl.processor import QwenVLProcessor
+from evalkit.models.qwen_vl.tokenizer import VOCAB_FILE, QwenTokenizer
+from evalkit.task import ChoiceScore, ImageError, Request
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+HASH_CHUNK = 1 << 20
+
+
+def request_text(request: Request) -> str:
+    """The prompt with each image part left out: its `<img>`/`</img>` tags are already in the text."""
+    return "".join(part for part in request.parts if isinstance(part, str))
+
+
+def cut_at_stop(text: str, stops: list[str]) -> str:
+    cuts = [text.find(s) for s in stops if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+class StopOnStrings(StoppingCriteria):
+    """Per-row stop once the decoded new text contains any stop string."""
+
+    def __init__(self, tokenizer: QwenTokenizer, stops: list[str], prompt_len: int):
+        self.tokenizer, self.stops, self.prompt_len = tokenizer, stops, prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
+
+
+class QwenVLModel:
+    """Qwen-VL behind the Model protocol. `prompt_style` picks the task template ("base"/"chat")."""
+
+    def __init__(
+        self, model: QwenVLForCausalLM, processor: QwenVLProcessor, path: str, batch_size: int = 8,
+        prompt_style: str = "base", name: str | None = None,
+    ):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.path = path
+        self.batch_size = max(int(batch_size), 1)
+        self.prompt_style = prompt_style
+        self.name = name or f"qwen-vl:{Path(path).name}"
+        self._identity: dict[str, Any] | None = None
+
+    @classmethod
+    def from_spec(
+        cls, path: str, dtype: str | None = None, device: str | None = None, batch_size: int = 8,
+        prompt_style: str = "base",
+    ) -> QwenVLModel:
+        """Load a local checkpoint dir. dtype: fp32/bf16/fp16 (default bf16 on CUDA, else fp32)."""
+        ckpt = Path(path)
+        if not (ckpt / "config.json").is_file():
+            raise ModelError(f"{ckpt}: not a checkpoint directory (no config.json)")
+        if not (ckpt / VOCAB_FILE).is_file():
+            raise ModelError(f"{ckpt / VOCAB_FILE}: tokenizer file is missing; copy it from the Qwen-VL release")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype is None:
+            torch_dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+        elif dtype in DTYPES:
+            torch_dtype = DTYPES[dtype]
+        else:
+            raise ModelError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16")
+        model = QwenVLForCausalLM.from_pretrained(ckpt, dtype=torch_dtype).to(device)
+        return cls(model, QwenVLProcessor.from_pretrained(ckpt), str(ckpt), batch_size, prompt_style)
+
+    def identity(self) -> dict[str, Any]:
+        """Name, path and a weight fingerprint: sha256 over each weight file's name, size, first
+        and last MiB (cheap on multi-GB files; catches re-downloads and different checkpoints)."""
+        if self._identity is None:
+            digest = hashlib.sha256()
+            for file in weight_files(self.path):
+                size = file.stat().st_size
+                digest.update(f"{file.name}:{size}".encode())
+                with file.open("rb") as f:
+                    digest.update(f.read(HASH_CHUNK))
+                    f.seek(max(size - HASH_CHUNK, 0))
+                    digest.update(f.read(HASH_CHUNK))
+            config = json.loads((Path(self.path) / "config.json").read_text())
+            self._identity = {
+                "name": self.name,
+                "path": str(Path(self.path).resolve()),
+                "weights_sha256": digest.hexdigest(),
+                "weights_hash_method": "sha256 of name, size, first and last MiB of each weight file",
+                "dtype": str(self.model.dtype).removeprefix("torch."),
+                "architecture": config.get("model_type", "qwen"),
+            }
+        return self._identity
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _images(self, request: Request) -> list[torch.Tensor]:
+        try:
+            return [self.processor.transform(ref) for ref in request.images]
+        except ImageError as exc:
+            raise ImageError(f"sample {request.sample_id}: {exc}") from exc
+
+    @torch.inference_mode()
+    def generate(self, requests: list[Request]) -> list[str]:
+        outputs: list[str] = [""] * len(requests)
+
+        def settings(i: int) -> tuple:
+            r = requests[i]
+            return (r.max_new_tokens, r.min_new_tokens, tuple(r.stop))
+
+        order = sorted(range(len(requests)), key=settings)
+        for key, group in groupby(order, key=settings):
+            indices = list(group)
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                for i, text in zip(chunk, self._generate_batch([requests[i] for i in chunk], *key)):
+                    outputs[i] = text
+        return outputs
+
+    def _generate_batch(self, requests: list[Request], max_new: int, min_new: int, stops: tuple) -> list[str]:
+        batch = self.processor.tokenizer([request_text(r) for r in requests], padding=True, return_tensors="pt")
+        pixels = [p for r in requests for p in self._images(r)]
+        inputs = {k: v.to(self.device) for k, v in batch.items()}
+        if pixels:
+            inputs["pixel_values"] = torch.stack(pixels).to(self.device, self.model.dtype)
+        prompt_len = inputs["input_ids"].shape[1]
+        criteria = StoppingCriteriaList([StopOnStrings(self.tokenizer, list(stops), prompt_len)]) if stops else None
+        out = self.model.generate(
+            **inputs, max_new_tokens=max_new, min_new_tokens=min_new or None, do_sample=False, num_beams=1,
+            eos_token_id=self.tokenizer.eod_id, pad_token_id=self.tokenizer.pad_token_id,
+            stopping_criteria=criteria,
+        )
+        texts = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+        return [cut_at_stop(t, list(stops)) for t in texts]
+
+    @torch.inference_mode()
+    def loglikelihood(self, requests: list[Request]) -> list[list[ChoiceScore]]:
+        """Sum of log-probs of each choice's tokens after the prompt (eval_mm's multiple-choice
+        scoring: prompt and choice tokenized separately, then concatenated)."""
+        rows: list[tuple[int, list[int], int]] = []  # (request index, ids, n choice tokens)
+        for i, r in enumerate(requests):
+            prompt = self.tokenizer.encode(request_text(r))
+            for choice in r.choices or []:
+                target = self.tokenizer.encode(choice)
+                rows.append((i, prompt + target, len(target)))
+        features: dict[int, torch.Tensor] = {}
+        scores: list[ChoiceScore] = []
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            for i, _, _ in chunk:
+                if i not in features and requests[i].images:
+                    pixels = torch.stack(self._images(requests[i])).to(self.device, self.model.dtype)
+                    features[i] = self.model.transformer.visual(pixels)
+            scores.extend(self._score_rows(chunk, features))
+        result: list[list[ChoiceScore]] = [[] for _ in requests]
+        for (i, _, _), score in zip(rows, scores):
+            result[i].append(score)
+        return result
+
+    def _score_rows(self, chunk: list[tuple[int, list[int], int]], features: dict[int, torch.Tensor]) -> list[ChoiceScore]:
+        batch = self.tokenizer.pad([ids for _, ids, _ in chunk], return_tensors="pt")
+        ids = batch["input_ids"].to(self.device)
+        mask = batch["attention_mask"].to(self.device)
+        keep = max(n for _, _, n in chunk)
+        image_features = [features[i] for i, _, _ in chunk if i in features]
+        logits = self.model(
+            input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+            image_features=torch.cat(image_features) if image_features else None, logits_to_keep=keep,
+        ).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, -keep:, None])[..., 0]
+        return [
+            ChoiceScore(logprob=float(logprobs[row, keep - n :].sum()), n_tokens=n)
+            for row, (_, _, n) in enumerate(chunk)
+        ]
