@@ -1,0 +1,166 @@
+"""VQA accuracy (VQAv2, OK-VQA, TextVQA, VizWiz) as the official evaluator computes it.
+
+Score of one prediction against the human answers: for each of the n leave-one-out subsets of the answers,
+min(#answers in the subset equal to the prediction / 3, 1); the score is the mean over the subsets. Equality is
+exact string equality after the answer normalisation below, which comes from GT-Vision-Lab/VQA
+PythonEvaluationTools/vqaEvaluation/vqaEval.py (rewritten here, not copied):
+
+- whitespace: newlines and tabs become spaces, then the string is stripped;
+- punctuation: each of ``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !`` is deleted when it touches a space in the
+  original text or the text contains digit,digit (so "1,000" -> "1000"), otherwise replaced by a space; then
+  periods not followed by a digit are deleted -- at most 32 of them, because the official code passes
+  ``re.UNICODE`` (== 32) as the ``count`` argument of ``re.sub``. ``'`` and ``:`` are kept;
+- digits/articles: lower-case, split on whitespace, number words zero..ten (and "none") become digits,
+  "a"/"an"/"the" are dropped, apostrophe-less contractions are restored ("dont" -> "don't").
+
+Two variants, because the official code changed and Qwen-VL's numbers come from the older one:
+
+``variant="official"`` -- the current GT-Vision-Lab code (commit a013f0043c1e2cdc995922dfe257f7149aa9af06,
+"Fixed processing answers bug"): answers are whitespace-cleaned; *only if the human answers are not all
+identical* are the answers and the prediction normalised (punctuation + digits/articles). When all humans
+agree the prediction is compared raw, so "Yes", "yes." or "two" score 0 against ten "yes"/"2".
+
+``variant="eval_mm"`` -- what Qwen-VL's eval_mm/vqa_eval.py (@48454c3, a LAVIS copy of the older
+GT-Vision-Lab code, commit c4e6a0e4e84b9702d99800d3393652d92b5df224) computes when evaluate_vqa.py calls
+``VQAEval(vqa, vqa.loadRes(results), n=2).evaluate()`` on the decoded, ``.strip()``-ed answer: the
+prediction is always fully normalised; the human answers are left raw (not even stripped) when they all agree
+and otherwise get the punctuation step only -- never the digits/articles step. So a prediction "2" cannot
+match a human "two", "the dog" cannot match "a dog", and ten identical answers "none" or "a" can never be
+matched (the prediction becomes "0" / "").
+
+Differences measured by running both official files on the cases in tests/test_metrics_vqa.py:
+"Yes"/"yes."/"two" vs all-identical answers (official 0, eval_mm 1); "2" vs 4x"two"+1x"2" (1 vs 0.3);
+"the dog" vs 3x"dog"+3x"a dog" (1 vs 0.9); "a"/"none" vs ten identical (1 vs 0); "  blue  " vs "blue "/" blue"
+(1 vs 0). ``n=2`` in eval_mm only rounds the printed percentages; per-sample scores here are unrounded.
+
+lmms-eval (lmms_eval/tasks/vqav2/utils.py @0393078 with _task_utils/vqa_eval_metric.py @61e5060) differs from
+both: it always pre-normalises the prediction with EvalAIAnswerProcessor (lower-case, drops every "," and "?",
+splits "'s"), then normalises it a second time when the humans disagree, and leaves identical human answers raw.
+So "Yes" vs ten "yes" scores 1 (like eval_mm) but "a"/"none" vs ten identical scores 0, and the 32-period cap is
+hit at a different place. The official code is the reference; lmms-eval is not reproduced here.
+
+The official code drops, for each subset, every answer *dict* equal to the held-out one; VQA annotation dicts
+carry a unique ``answer_id``, so that is exactly one answer, which is what this module assumes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from evalkit.metrics.base import MetricResult, answers_of, register_metric
+from evalkit.metrics.exact import reference_list
+from evalkit.task import Prediction, Sample
+
+VQAVariant = Literal["official", "eval_mm"]
+VARIANTS: tuple[str, ...] = ("official", "eval_mm")
+
+_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+_DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
+_PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
+_PERIOD_STRIP_LIMIT = 32  # re.UNICODE passed positionally as re.sub's count in the official code
+_NUMBER_WORDS = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}
+_ARTICLES = frozenset({"a", "an", "the"})
+# The official table, entries as they are (including oddities such as "somebody'd" -> "somebodyd").
+_CONTRACTIONS = {
+    'aint': "ain't", 'arent': "aren't", 'cant': "can't", 'couldve': "could've", 'couldnt': "couldn't",
+    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", 'didnt': "didn't", 'doesnt': "doesn't",
+    'dont': "don't", 'hadnt': "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", 'hasnt': "hasn't",
+    'havent': "haven't", 'hed': "he'd", "hed've": "he'd've", "he'dve": "he'd've", 'hes': "he's",
+    'howd': "how'd", 'howll': "how'll", 'hows': "how's", "Id've": "I'd've", "I'dve": "I'd've", 'Im': "I'm",
+    'Ive': "I've", 'isnt': "isn't", 'itd': "it'd", "itd've": "it'd've", "it'dve": "it'd've", 'itll': "it'll",
+    "let's": "let's", 'maam': "ma'am", 'mightnt': "mightn't", "mightnt've": "mightn't've",
+    "mightn'tve": "mightn't've", 'mightve': "might've", 'mustnt': "mustn't", 'mustve': "must've",
+    'neednt': "needn't", 'notve': "not've", 'oclock': "o'clock", 'oughtnt': "oughtn't", "ow's'at": "'ow's'at",
+    "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", 'shant': "shan't", "shed've": "she'd've",
+    "she'dve": "she'd've", "she's": "she's", 'shouldve': "should've", 'shouldnt': "shouldn't",
+    "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've", "somebody'd": 'somebodyd',
+    "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've", 'somebodyll': "somebody'll",
+    'somebodys': "somebody's", 'someoned': "someone'd", "someoned've": "someone'd've",
+    "someone'dve": "someone'd've", 'someonell': "someone'll", 'someones': "someone's",
+    'somethingd': "something'd", "somethingd've": "something'd've", "something'dve": "something'd've",
+    'somethingll': "something'll", 'thats': "that's", 'thered': "there'd", "thered've": "there'd've",
+    "there'dve": "there'd've", 'therere': "there're", 'theres': "there's", 'theyd': "they'd",
+    "theyd've": "they'd've", "they'dve": "they'd've", 'theyll': "they'll", 'theyre': "they're",
+    'theyve': "they've", 'twas': "'twas", 'wasnt': "wasn't", "wed've": "we'd've", "we'dve": "we'd've",
+    'weve': "we've", 'werent': "weren't", 'whatll': "what'll", 'whatre': "what're", 'whats': "what's",
+    'whatve': "what've", 'whens': "when's", 'whered': "where'd", 'wheres': "where's", 'whereve': "where've",
+    'whod': "who'd", "whod've": "who'd've", "who'dve": "who'd've", 'wholl': "who'll", 'whos': "who's",
+    'whove': "who've", 'whyll': "why'll", 'whyre': "why're", 'whys': "why's", 'wont': "won't",
+    'wouldve': "would've", 'wouldnt': "wouldn't", "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've",
+    'yall': "y'all", "yall'll": "y'all'll", "y'allll": "y'all'll", "yall'd've": "y'all'd've",
+    "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've", 'youd': "you'd", "youd've": "you'd've",
+    "you'dve": "you'd've", 'youll': "you'll", 'youre': "you're", 'youve': "you've",
+}
+
+
+def clean_whitespace(text: str) -> str:
+    """Newlines and tabs to spaces, then strip (the official first step)."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
+def normalize_punctuation(text: str) -> str:
+    """The official processPunctuation step (see the module docstring)."""
+    delete_all = _DIGIT_COMMA_DIGIT.search(text) is not None
+    out = text
+    for mark in _PUNCTUATION:
+        touches_space = (mark + " ") in text or (" " + mark) in text
+        out = out.replace(mark, "" if delete_all or touches_space else " ")
+    return _PERIOD_NOT_BEFORE_DIGIT.sub("", out, count=_PERIOD_STRIP_LIMIT)
+
+
+def normalize_digits_articles(text: str) -> str:
+    """The official processDigitArticle step: lower-case, number words to digits, no articles, contractions."""
+    words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
+
+
+def normalize_answer(text: str) -> str:
+    """Full normalisation (whitespace, punctuation, digits/articles) as applied to a normalised prediction."""
+    return normalize_digits_articles(normalize_punctuation(clean_whitespace(text)))
+
+
+def _prepare(prediction: str, answers: Sequence[str], variant: str) -> tuple[str, list[str]]:
+    if variant == "official":
+        gts = [clean_whitespace(a) for a in answers]
+        pred = clean_whitespace(prediction)
+        if len(set(gts)) > 1:
+            gts = [normalize_digits_articles(normalize_punctuation(a)) for a in gts]
+            pred = normalize_digits_articles(normalize_punctuation(pred))
+        return pred, gts
+    if variant == "eval_mm":
+        gts = list(answers)
+        if len(set(gts)) > 1:
+            gts = [normalize_punctuation(a) for a in gts]
+        return normalize_answer(prediction), gts
+    raise ValueError(f"unknown VQA variant {variant!r}; expected one of {VARIANTS}")
+
+
+def vqa_score(prediction: str, answers: Sequence[str], variant: str = "official") -> float:
+    """VQA accuracy of one prediction in [0, 1]; 0.0 when there are no human answers (official: ZeroDivisionError)."""
+    if not answers:
+        return 0.0
+    pred, gts = _prepare(prediction, answers, variant)
+    matches = sum(gt == pred for gt in gts)
+    # Holding out answer i leaves `matches - (gts[i] == pred)` matching answers among the others.
+    total = sum(min(1.0, (matches - (gt == pred)) / 3) for gt in gts)
+    return total / len(gts)
+
+
+@register_metric("vqa_accuracy")
+def vqa_accuracy(
+    predictions: list[Prediction], samples: list[Sample], variant: str = "official"
+) -> MetricResult:
+    """Task adapter: ``sample.references`` are the human answers; per-sample key ``vqa_accuracy``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown VQA variant {variant!r}; expected one of {VARIANTS}")
+    texts = answers_of(predictions)
+    refs = [reference_list(s.references) for s in samples]
+    scores = [vqa_score(t or "", r, variant) for t, r in zip(texts, refs, strict=True)]
+    agg = sum(scores) / len(scores) if scores else float("nan")
+    info = {"vqa_accuracy": {"variant": variant, "n": len(scores), "no_references": sum(not r for r in refs)}}
+    return MetricResult([{"vqa_accuracy": s} for s in scores], {"vqa_accuracy": agg}, info)
