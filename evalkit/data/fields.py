@@ -25,6 +25,8 @@ def extract(row: dict[str, Any], path: str) -> Any:
     head, sep, rest = path.partition(".")
     if head.endswith("[]"):
         items = _get(row, head[:-2], path)
+        if items is None:  # a test split without answers: nothing to project
+            return None
         if not rest:
             return list(items)
         return [extract(item, rest) for item in items]

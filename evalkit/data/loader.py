@@ -20,6 +20,7 @@ from evalkit.task import DatasetSpec, Sample, TaskSpec
 
 RowAdapter = Callable[[DatasetSpec], Iterable[dict[str, Any]]]
 _ADAPTERS: dict[str, RowAdapter] = {}
+_HUB_FORMATS = {"hf"}  # formats whose `path` is a hub repo id (a local copy may stand in under --data-dir)
 _FILE_FORMATS = {"parquet", "json", "jsonl", "csv", "arrow"}
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -28,9 +29,12 @@ class DatasetError(RuntimeError):
     """A dataset that cannot be loaded; the message says what is missing and how to get it."""
 
 
-def register_adapter(name: str) -> Callable[[RowAdapter], RowAdapter]:
+def register_adapter(name: str, hub: bool = False) -> Callable[[RowAdapter], RowAdapter]:
+    """Register a row adapter; `hub=True` when its `path` is a hub repo id, like `hf`."""
     def wrap(fn: RowAdapter) -> RowAdapter:
         _ADAPTERS[name] = fn
+        if hub:
+            _HUB_FORMATS.add(name)
         return fn
 
     return wrap
@@ -42,6 +46,8 @@ def expand_path(value: str, spec_dir: Path | None, data_dir: str | None) -> str:
         data_dir = os.environ.get("EVALKIT_DATA_DIR")
         if data_dir is None:
             raise DatasetError(f"{value!r} needs --data-dir (or EVALKIT_DATA_DIR): where the local copy lives")
+    if data_dir is not None:  # relative to where the command runs, not to the spec file
+        data_dir = str(Path(data_dir).expanduser().absolute())
     value = value.replace("{evalkit}", str(PACKAGE_DIR)).replace("{data_dir}", str(data_dir))
     path = Path(value).expanduser()
     if not path.is_absolute() and spec_dir is not None and "://" not in value:
@@ -50,8 +56,15 @@ def expand_path(value: str, spec_dir: Path | None, data_dir: str | None) -> str:
 
 
 def resolve_dataset(spec: TaskSpec, data_dir: str | None = None, split: str | None = None) -> DatasetSpec:
-    """The task's DatasetSpec with every local path made absolute."""
+    """The task's DatasetSpec with every local path made absolute.
+
+    The few-shot split may come from another source (`fewshot.dataset`, e.g. original train
+    files where the hub only has the test split); asking for that split returns that source.
+    """
     ds = spec.dataset
+    fs = spec.fewshot
+    if split is not None and fs is not None and fs.dataset is not None and split == fs.split:
+        ds, split = fs.dataset, fs.dataset.split
     spec_dir = Path(spec.source).parent if spec.source else None
 
     def fix(v: Any) -> Any:
@@ -64,10 +77,11 @@ def resolve_dataset(spec: TaskSpec, data_dir: str | None = None, split: str | No
         return v
 
     path = ds.path
-    local_copy = Path(data_dir) / ds.path if data_dir and ds.path and ds.format == "hf" else None
+    hub = ds.format in _HUB_FORMATS
+    local_copy = Path(data_dir) / ds.path if data_dir and ds.path and hub else None
     if local_copy is not None and local_copy.exists():
         path = str(local_copy)
-    elif path and ds.format != "hf":
+    elif path and not hub:
         path = fix(path)
     options = {k: fix(v) if k.endswith(("_file", "_dir", "_root", "files")) else v for k, v in ds.options.items()}
     return replace(

@@ -1,0 +1,56 @@
+"""Submission files for private-answer splits, in each evaluation server's own format.
+
+VQAv2 test-dev (EvalAI), VizWiz test-dev (EvalAI) and DocVQA test (RRC) keep their answers
+private: a run writes the file the server takes instead of a score. The answer written is the
+post-processed one (eval_mm strips its outputs), the same text a public split would score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from evalkit.results import atomic_write_json
+from evalkit.task import Prediction, Sample
+
+Record = Callable[[Prediction, Sample], dict[str, Any]]
+
+UPLOAD = {
+    "vqav2": "https://eval.ai/web/challenges/challenge-page/830 (VQA Challenge, test-dev phase)",
+    "vizwiz": "https://eval.ai/web/challenges/challenge-page/1911 (VizWiz VQA, test-dev phase)",
+    "docvqa": "https://rrc.cvc.uab.es/?ch=17 (DocVQA Task 1, test)",
+}
+
+
+def _answer(pred: Prediction) -> str:
+    return pred.answer if isinstance(pred.answer, str) else pred.output
+
+
+def _vqav2(pred: Prediction, sample: Sample) -> dict[str, Any]:
+    return {"question_id": int(sample.id), "answer": _answer(pred)}
+
+
+def _vizwiz(pred: Prediction, sample: Sample) -> dict[str, Any]:
+    name = str(sample.metadata.get("image_name") or sample.id)
+    return {"image": name if "." in name else f"{name}.jpg", "answer": _answer(pred)}
+
+
+def _docvqa(pred: Prediction, sample: Sample) -> dict[str, Any]:
+    return {"questionId": int(sample.id), "answer": _answer(pred)}
+
+
+WRITERS: dict[str, Record] = {"vqav2": _vqav2, "vizwiz": _vizwiz, "docvqa": _docvqa}
+
+
+def write_submission(kind: str, predictions: list[Prediction], samples: list[Sample], path: Path) -> None:
+    """Write `predictions` (aligned with `samples`) as the `kind` server's json file, atomically."""
+    if kind not in WRITERS:
+        raise ValueError(f"unknown submission kind {kind!r}; known: {', '.join(sorted(WRITERS))}")
+    by_id = {s.id: s for s in samples}
+    record = WRITERS[kind]
+    atomic_write_json(path, [record(p, by_id[p.sample_id]) for p in predictions])
+
+
+def upload_hint(kind: str) -> str:
+    return UPLOAD.get(kind, "the benchmark's evaluation server")
