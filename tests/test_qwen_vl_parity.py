@@ -18,7 +18,16 @@ from evalkit.models.qwen_vl.vision import VisionTransformer
 from evalkit.task import ImageRef, Request
 
 LOGIT_ATOL = 1e-4
-SINGLE = ["caption_eval", "caption_hf", "vqa", "grounding", "two_images", "text_only", "chatml", "long_ntk_logn"]
+SINGLE = [
+    "caption_eval",
+    "caption_hf",
+    "vqa",
+    "grounding",
+    "two_images",
+    "text_only",
+    "chatml",
+    "long_ntk_logn",
+]
 CACHE_FREE = [r for r in SINGLE if r != "long_ntk_logn"]  # the fixture has no cache-free run for it
 
 
@@ -79,7 +88,9 @@ def traces(model: QwenVLForCausalLM, processor: QwenVLProcessor, tiny_dir: Path)
             visual.transformer.register_forward_hook(keep("visual_blocks", lambda t: t.transpose(0, 1))),
             visual.attn_pool.register_forward_hook(keep("visual_attn_pool")),
             visual.register_forward_hook(keep("visual_out")),
-            lm.h[0].register_forward_pre_hook(lambda module, args: seen.__setitem__("lm_input_embeds", args[0])),
+            lm.h[0].register_forward_pre_hook(
+                lambda module, args: seen.__setitem__("lm_input_embeds", args[0])
+            ),
             lm.ln_f.register_forward_hook(keep("lm_final_hidden")),
         ]
         batch = processor(text=record["prompt"], return_tensors="pt")
@@ -154,8 +165,15 @@ def greedy(model, batch, ref: dict, use_cache: bool):
     stop = ref["stop_words_ids"] or []
     eos = [ref["eos_token_id"], *(ids[0] for ids in stop)]  # single-token stop words end generation
     out = model.generate(
-        **batch, max_new_tokens=ref["max_new_tokens"], do_sample=False, num_beams=1, eos_token_id=eos,
-        pad_token_id=151643, use_cache=use_cache, output_scores=True, return_dict_in_generate=True,
+        **batch,
+        max_new_tokens=ref["max_new_tokens"],
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=eos,
+        pad_token_id=151643,
+        use_cache=use_cache,
+        output_scores=True,
+        return_dict_in_generate=True,
     )
     return out.sequences[:, batch["input_ids"].shape[1] :], out.scores
 
@@ -194,9 +212,12 @@ def test_multiple_choice_losses(expected, model, processor):
     ids = torch.tensor(record["input_ids"])
     pixels = processor(text=record["prompt"])["pixel_values"].expand(len(ids), -1, -1, -1)
     mask = (ids != 151643).long()
+    keep = max(len(t) for t in record["target_ids"])  # only the target positions need logits
     with torch.no_grad():
-        logits = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], pixel_values=pixels).logits
-    losses = torch.nn.functional.cross_entropy(logits.permute(0, 2, 1), ids[:, 1:], reduction="none")
+        logits = model(
+            input_ids=ids[:, :-1], attention_mask=mask[:, :-1], pixel_values=pixels, logits_to_keep=keep
+        ).logits
+    losses = torch.nn.functional.cross_entropy(logits.permute(0, 2, 1), ids[:, -keep:], reduction="none")
     target = [loss[-len(t) :].mean().item() for loss, t in zip(losses, record["target_ids"])]
     assert_close(target, record["target_losses"], 1e-4, what="target_losses")
     assert int(torch.tensor(target).argmin()) == record["pred"]
@@ -212,7 +233,6 @@ def test_visual_multihead(expected, tiny_dir):
     assert_stats(out, spec["out"], "visual_multihead.out")
 
 
-
 # -- batches: every member equals its batch-1 record -------------------------------------------
 BATCH = ["caption_eval", "text_only", "two_images", "chatml", "vqa"]
 
@@ -224,8 +244,14 @@ def test_padded_batch_equals_batch_one(expected, model, processor):
     with torch.no_grad():
         logits = model(**batch).logits
         out = model.generate(
-            **batch, max_new_tokens=12, do_sample=False, num_beams=1, eos_token_id=151643,
-            pad_token_id=151643, output_scores=True, return_dict_in_generate=True,
+            **batch,
+            max_new_tokens=12,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=151643,
+            pad_token_id=151643,
+            output_scores=True,
+            return_dict_in_generate=True,
         )
     for row, rid in enumerate(BATCH):
         record = recs[rid]
@@ -247,7 +273,9 @@ def test_reference_left_pad_record(expected, model, processor):
     assert batch["attention_mask"].tolist() == record["attention_mask"]
     with torch.no_grad():
         last = model(**batch).logits[:, -1]
-        new = model.generate(**batch, max_new_tokens=12, do_sample=False, eos_token_id=151643, pad_token_id=151643)
+        new = model.generate(
+            **batch, max_new_tokens=12, do_sample=False, eos_token_id=151643, pad_token_id=151643
+        )
     assert_close(last[0, :20], recs["caption_eval"]["last_logits"]["first20"], LOGIT_ATOL, what="member 0")
     assert_close(last[1, :20], record["last_logits_first20"][1], LOGIT_ATOL, what="member 1")
     assert last.argmax(-1).tolist() == record["last_logits_argmax"]
@@ -280,9 +308,16 @@ def test_harness_generate_matches_records(expected, harness, tiny_dir):
     requests = [
         image_request("a", str(tiny_dir / "img_a.png"), "Describe the image in English:", max_new_tokens=12),
         Request("b", "t", ["The capital of France is"], max_new_tokens=12),
-        image_request("c", str(tiny_dir / "img_b.png"), "What color is the square? Answer:", max_new_tokens=12),
-        image_request("d", str(tiny_dir / "img_a.png"), "Describe the image in English:", max_new_tokens=12,
-                      stop=["s res"]),
+        image_request(
+            "c", str(tiny_dir / "img_b.png"), "What color is the square? Answer:", max_new_tokens=12
+        ),
+        image_request(
+            "d",
+            str(tiny_dir / "img_a.png"),
+            "Describe the image in English:",
+            max_new_tokens=12,
+            stop=["s res"],
+        ),
     ]
     out = harness.generate(requests)
     assert out[0] == recs["caption_eval"]["greedy"]["text_skip_special"]

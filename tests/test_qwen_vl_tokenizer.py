@@ -105,7 +105,9 @@ def test_resized_and_pixel_values(processor, expected, tiny_dir):
         assert list(pixels.shape) == ref["shape"]
         flat = pixels.flatten().double()
         assert torch.allclose(flat[:10], torch.tensor(ref["first"], dtype=torch.float64), atol=1e-6)
-        assert torch.allclose(flat[ref["sample_index"]], torch.tensor(ref["sample"], dtype=torch.float64), atol=1e-6)
+        assert torch.allclose(
+            flat[ref["sample_index"]], torch.tensor(ref["sample"], dtype=torch.float64), atol=1e-6
+        )
         assert flat.sum().item() == pytest.approx(ref["sum"], rel=1e-6)
         sums = pixels.double().sum(dim=(1, 2)).tolist()
         assert sums == pytest.approx(info["pixel_values_channel_sums"], rel=1e-6)

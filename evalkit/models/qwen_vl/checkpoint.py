@@ -15,10 +15,26 @@ import torch
 
 from evalkit.models.base import ModelError
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 # Buffers some exports of the remote code carry; they are recomputed, never loaded.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "attn.bias", "attn.masked_bias")
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
 
 
 def weight_files(path: str | Path) -> list[Path]:
@@ -99,11 +115,15 @@ def validate_checkpoint(path: str | Path, expected: dict[str, tuple[int, ...]], 
         return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
 
     if missing:
-        raise ModelError(f"{Path(path) / where}: missing key {missing[0]}{more(missing)}; is config.json the right one?")
+        raise ModelError(
+            f"{Path(path) / where}: missing key {missing[0]}{more(missing)}; is config.json the right one?"
+        )
     if wrong:
         key, got, want = wrong[0]
         raise ModelError(
             f"{Path(path) / where}: wrong shape for {key}: {list(got)} in the file, the config needs {list(want)}{more(wrong)}"
         )
     if unexpected:
-        raise ModelError(f"{Path(path) / where}: unexpected key {unexpected[0]}{more(unexpected)}; not a Qwen-VL checkpoint?")
+        raise ModelError(
+            f"{Path(path) / where}: unexpected key {unexpected[0]}{more(unexpected)}; not a Qwen-VL checkpoint?"
+        )

@@ -24,8 +24,14 @@ from evalkit.models.qwen_vl.processor import QwenVLProcessor
 from evalkit.models.qwen_vl.tokenizer import VOCAB_FILE, QwenTokenizer
 from evalkit.task import ChoiceScore, ImageError, Request
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 HASH_CHUNK = 1 << 20
 
 
@@ -54,8 +60,13 @@ class QwenVLModel:
     """Qwen-VL behind the Model protocol. `prompt_style` picks the task template ("base"/"chat")."""
 
     def __init__(
-        self, model: QwenVLForCausalLM, processor: QwenVLProcessor, path: str, batch_size: int = 8,
-        prompt_style: str = "base", name: str | None = None,
+        self,
+        model: QwenVLForCausalLM,
+        processor: QwenVLProcessor,
+        path: str,
+        batch_size: int = 8,
+        prompt_style: str = "base",
+        name: str | None = None,
     ):
         self.model = model.eval()
         self.processor = processor
@@ -68,7 +79,11 @@ class QwenVLModel:
 
     @classmethod
     def from_spec(
-        cls, path: str, dtype: str | None = None, device: str | None = None, batch_size: int = 8,
+        cls,
+        path: str,
+        dtype: str | None = None,
+        device: str | None = None,
+        batch_size: int = 8,
         prompt_style: str = "base",
     ) -> QwenVLModel:
         """Load a local checkpoint dir. dtype: fp32/bf16/fp16 (default bf16 on CUDA, else fp32)."""
@@ -76,10 +91,16 @@ class QwenVLModel:
         if not (ckpt / "config.json").is_file():
             raise ModelError(f"{ckpt}: not a checkpoint directory (no config.json)")
         if not (ckpt / VOCAB_FILE).is_file():
-            raise ModelError(f"{ckpt / VOCAB_FILE}: tokenizer file is missing; copy it from the Qwen-VL release")
+            raise ModelError(
+                f"{ckpt / VOCAB_FILE}: tokenizer file is missing; copy it from the Qwen-VL release"
+            )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None:
-            torch_dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+            torch_dtype = (
+                torch.bfloat16
+                if device.startswith("cuda") and torch.cuda.is_bf16_supported()
+                else torch.float32
+            )
         elif dtype in DTYPES:
             torch_dtype = DTYPES[dtype]
         else:
@@ -138,16 +159,25 @@ class QwenVLModel:
         return outputs
 
     def _generate_batch(self, requests: list[Request], max_new: int, min_new: int, stops: tuple) -> list[str]:
-        batch = self.processor.tokenizer([request_text(r) for r in requests], padding=True, return_tensors="pt")
+        batch = self.processor.tokenizer(
+            [request_text(r) for r in requests], padding=True, return_tensors="pt"
+        )
         pixels = [p for r in requests for p in self._images(r)]
         inputs = {k: v.to(self.device) for k, v in batch.items()}
         if pixels:
             inputs["pixel_values"] = torch.stack(pixels).to(self.device, self.model.dtype)
         prompt_len = inputs["input_ids"].shape[1]
-        criteria = StoppingCriteriaList([StopOnStrings(self.tokenizer, list(stops), prompt_len)]) if stops else None
+        criteria = (
+            StoppingCriteriaList([StopOnStrings(self.tokenizer, list(stops), prompt_len)]) if stops else None
+        )
         out = self.model.generate(
-            **inputs, max_new_tokens=max_new, min_new_tokens=min_new or None, do_sample=False, num_beams=1,
-            eos_token_id=self.tokenizer.eod_id, pad_token_id=self.tokenizer.pad_token_id,
+            **inputs,
+            max_new_tokens=max_new,
+            min_new_tokens=min_new or None,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=self.tokenizer.eod_id,
+            pad_token_id=self.tokenizer.pad_token_id,
             stopping_criteria=criteria,
         )
         texts = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
@@ -177,15 +207,19 @@ class QwenVLModel:
             result[i].append(score)
         return result
 
-    def _score_rows(self, chunk: list[tuple[int, list[int], int]], features: dict[int, torch.Tensor]) -> list[ChoiceScore]:
+    def _score_rows(
+        self, chunk: list[tuple[int, list[int], int]], features: dict[int, torch.Tensor]
+    ) -> list[ChoiceScore]:
         batch = self.tokenizer.pad([ids for _, ids, _ in chunk], return_tensors="pt")
         ids = batch["input_ids"].to(self.device)
         mask = batch["attention_mask"].to(self.device)
         keep = max(n for _, _, n in chunk)
         image_features = [features[i] for i, _, _ in chunk if i in features]
         logits = self.model(
-            input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-            image_features=torch.cat(image_features) if image_features else None, logits_to_keep=keep,
+            input_ids=ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            image_features=torch.cat(image_features) if image_features else None,
+            logits_to_keep=keep,
         ).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, -keep:, None])[..., 0]
         return [

@@ -8,6 +8,7 @@ The image features replace the 256 ids strictly between each `<img>` and `</img>
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,9 @@ class QwenVLPreTrainedModel(PreTrainedModel):
         if isinstance(module, Resampler):
             init.trunc_normal_(module.query, std=0.02)
             grid = int(module.query.size(0) ** 0.5)
-            init.copy_(module.pos_embed, torch.from_numpy(sincos_pos_embed_2d(module.query.size(1), grid)).float())
+            init.copy_(
+                module.pos_embed, torch.from_numpy(sincos_pos_embed_2d(module.query.size(1), grid)).float()
+            )
         elif isinstance(module, VisionTransformer):
             init.normal_(module.positional_embedding, std=module.positional_embedding.size(1) ** -0.5)
             init.normal_(module.proj, std=module.proj.size(0) ** -0.5)
@@ -209,7 +212,9 @@ class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100
+                logits[:, :-1].flatten(0, 1).float(),
+                labels[:, 1:].flatten().to(logits.device),
+                ignore_index=-100,
             )
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
 
@@ -220,10 +225,8 @@ def register() -> None:
 
     if "qwen" not in CONFIG_MAPPING:
         AutoConfig.register("qwen", QwenVLConfig)
-    try:
+    with contextlib.suppress(ValueError):  # already registered
         AutoModelForCausalLM.register(QwenVLConfig, QwenVLForCausalLM)
-    except ValueError:  # already registered
-        pass
 
 
 register()

@@ -54,7 +54,9 @@ class QwenVLProcessor:
             resized = pil.resize((self.image_size, self.image_size), Image.BICUBIC)
         except (OSError, ValueError) as exc:
             raise ImageError(f"cannot decode image {image!r}: {exc}") from exc
-        pixels = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255)
+        pixels = (
+            torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255)
+        )
         mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
         std = torch.tensor(CLIP_STD).view(3, 1, 1)
         return (pixels - mean) / std
@@ -87,10 +89,14 @@ class QwenVLProcessor:
             flat: list[ImageLike] = [path for paths in rows for path in paths]
         else:
             if len(images) != len(texts):
-                raise ValueError(f"images: got {len(images)} lists for {len(texts)} texts (one list per text)")
+                raise ValueError(
+                    f"images: got {len(images)} lists for {len(texts)} texts (one list per text)"
+                )
             for i, (paths, given) in enumerate(zip(rows, images)):
                 if len(paths) != len(given):
-                    raise ValueError(f"text {i} has {len(paths)} <img> spans but {len(given)} images were given")
+                    raise ValueError(
+                        f"text {i} has {len(paths)} <img> spans but {len(given)} images were given"
+                    )
             flat = [image for given in images for image in given]
         if flat:
             batch["pixel_values"] = torch.stack([self.transform(image) for image in flat])

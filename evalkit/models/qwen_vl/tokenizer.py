@@ -21,9 +21,7 @@ from tiktoken.load import load_tiktoken_bpe
 from evalkit.models.base import ModelError
 
 VOCAB_FILE = "qwen.tiktoken"
-PAT_STR = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+PAT_STR = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 ENDOFTEXT = "<|endoftext|>"
 IMSTART = "<|im_start|>"
 IMEND = "<|im_end|>"
@@ -112,7 +110,9 @@ class QwenTokenizer:
     def _expand_image_span(self, span: list[int]) -> list[int]:
         path = self.encoding.decode_bytes(span[1:-1])
         if len(path) > IMG_TOKEN_SPAN:
-            raise ValueError(f"image path inside <img>..</img> is longer than {IMG_TOKEN_SPAN} bytes: {path[:60]!r}")
+            raise ValueError(
+                f"image path inside <img>..</img> is longer than {IMG_TOKEN_SPAN} bytes: {path[:60]!r}"
+            )
         return [self.img_start_id, *path, *[self.img_pad_id] * (IMG_TOKEN_SPAN - len(path)), self.img_end_id]
 
     def _collapse_image_span(self, span: list[int]) -> list[int]:
@@ -132,7 +132,9 @@ class QwenTokenizer:
             ids = ids.tolist()
         if isinstance(ids, int):
             ids = [ids]
-        ids = replace_closed_spans(list(ids), self.img_start_id, self.img_end_id, self._collapse_image_span, False)
+        ids = replace_closed_spans(
+            list(ids), self.img_start_id, self.img_end_id, self._collapse_image_span, False
+        )
         limit = self.eod_id if skip_special_tokens else len(self)
         return self.encoding.decode([i for i in ids if i < limit], errors="replace")
 
@@ -205,8 +207,11 @@ class QwenTokenizer:
         return text
 
     def make_context(
-        self, query: str, history: list[tuple[str, str | None]] | None = None,
-        system: str = "You are a helpful assistant.", max_window_size: int = 6144,
+        self,
+        query: str,
+        history: list[tuple[str, str | None]] | None = None,
+        system: str = "You are a helpful assistant.",
+        max_window_size: int = 6144,
     ) -> tuple[str, list[int]]:
         """chatml context as the reference `make_context` builds it: each role's text is tokenized
         on its own and joined with <|im_start|>/<|im_end|> and newline ids; oldest history turns

@@ -39,6 +39,7 @@ def sincos_pos_embed_2d(dim: int, grid_size: int) -> np.ndarray:
 
     Only used to initialise a fresh model; checkpoints carry the table.
     """
+
     def one_axis(d: int, pos: np.ndarray) -> np.ndarray:
         omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
         out = np.einsum("m,d->md", pos.reshape(-1), omega)
@@ -140,8 +141,15 @@ class VisionTransformer(nn.Module):
     """
 
     def __init__(
-        self, image_size: int = 448, patch_size: int = 14, width: int = 1664, layers: int = 48,
-        heads: int = 16, mlp_ratio: float = 4.9231, n_queries: int = 256, output_dim: int = 4096,
+        self,
+        image_size: int = 448,
+        patch_size: int = 14,
+        width: int = 1664,
+        layers: int = 48,
+        heads: int = 16,
+        mlp_ratio: float = 4.9231,
+        n_queries: int = 256,
+        output_dim: int = 4096,
         **_: Any,
     ):
         super().__init__()
@@ -169,11 +177,13 @@ class VisionTransformer(nn.Module):
         return self.ln_post(self.attn_pool(x)) @ self.proj
 
     @classmethod
-    def from_safetensors(cls, path: str, config: dict[str, Any], prefix: str = "transformer.visual.") -> VisionTransformer:
+    def from_safetensors(
+        cls, path: str, config: dict[str, Any], prefix: str = "transformer.visual."
+    ) -> VisionTransformer:
         """A standalone tower from a file of `transformer.visual.*` tensors (fp32)."""
         from safetensors.torch import load_file
 
-        state = {k[len(prefix):]: v.float() for k, v in load_file(path).items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v.float() for k, v in load_file(path).items() if k.startswith(prefix)}
         with torch.device("meta"):
             model = cls(**config)
         model.load_state_dict(state, strict=True, assign=True)
