@@ -174,3 +174,22 @@ def test_missing_tokenizer_file(tmp_path, tiny_ckpt):
     (ckpt / "model.safetensors").symlink_to(tiny_ckpt / "model.safetensors")
     with pytest.raises(ModelError, match=r"qwen\.tiktoken: tokenizer file is missing"):
         QwenVLModel.from_spec(str(ckpt))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_runs(tiny_ckpt, tiny_dir, expected, dtype, monkeypatch):
+    """Low precision: every weight (incl. the resampler's frozen pos_embed) in `dtype`, greedy runs."""
+    from evalkit.models.qwen_vl import QwenVLProcessor
+
+    monkeypatch.chdir(tiny_dir)
+    model = QwenVLForCausalLM.from_pretrained(tiny_ckpt, dtype=dtype).eval()
+    batch = QwenVLProcessor.from_pretrained(tiny_ckpt)(
+        text=["<img>img_a.png</img>Describe the image in English:", "The capital of France is"], padding=True
+    )
+    with torch.no_grad():
+        out = model.generate(
+            **batch, max_new_tokens=2, do_sample=False, eos_token_id=151643, pad_token_id=151643
+        )
+    records = {r["id"]: r for r in expected["records"]}
+    assert out[0, -2].item() == records["caption_eval"]["greedy"]["new_ids"][0]
+    assert out[1, -2].item() == records["text_only"]["greedy"]["new_ids"][0]

@@ -126,9 +126,11 @@ class Resampler(nn.Module):
         self.ln_kv = nn.LayerNorm(embed_dim, eps=LN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        key_pos = get_abs_pos(self.pos_embed, x.size(1))
+        # transformers leaves requires_grad=False parameters in their stored dtype: cast here.
+        pos_embed = self.pos_embed.to(x.dtype)
+        key_pos = get_abs_pos(pos_embed, x.size(1))
         x = self.ln_kv(self.kv_proj(x))
-        q = (self.ln_q(self.query) + self.pos_embed).unsqueeze(0).expand(x.size(0), -1, -1)
+        q = (self.ln_q(self.query) + pos_embed).unsqueeze(0).expand(x.size(0), -1, -1)
         out, _ = self.attn(q, x + key_pos, x, need_weights=False)
         return out
 
