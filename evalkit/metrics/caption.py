@@ -1,0 +1,175 @@
+"""COCO caption metrics through pycocoevalcap, the official coco-caption implementation.
+
+What ``pycocoevalcap.eval.COCOEvalCap`` does, minus its COCO-file plumbing: the Stanford PTB tokenizer
+(Java, lower-cases and drops punctuation) on references and predictions, then the scorers on the tokenised
+text -- BLEU-1..4 (``Bleu(4)``, option "closest", corpus-level), METEOR 1.5 (Java), ROUGE-L, CIDEr (the
+``Cider`` class, which is CIDEr-D: sigma 6, clipped counts, x10 -- the number the paper reports, on the
+0..~1.5 scale pycocoevalcap returns, i.e. 0.858 for the paper's 85.8) and optionally SPICE.
+
+CIDEr's IDF weights are document frequencies over the *references of the images being scored*, so a score on a
+subset (``--limit``) is not comparable to the full-split score, and per-image CIDEr depends on which other images
+are in the set. The task adapter says so in its ``info``. Per-image CIDEr and ROUGE-L are exact parts of their
+corpus scores (both are plain means); BLEU and METEOR corpus scores are not means of per-image scores, so they
+are reported as aggregates only.
+
+Costs: the tokenizer is one Java call per evaluation (references and predictions go in one batch; tokenisation
+is line by line, so this equals COCOEvalCap's two calls). METEOR's JVM takes ~10 s to start, so one scorer is
+started per process on first use and reused (``metrics=`` without "METEOR" never starts it). SPICE is off by
+default: it needs Stanford CoreNLP jars that pycocoevalcap downloads on first use.
+
+Deviations from COCOEvalCap, for robustness only: "|||" is removed from references as well as from predictions
+before METEOR (it is METEOR's field separator; the official wrapper strips it from predictions only, and a
+reference containing it desynchronises the Java process). pix2struct's and lmms-eval's COCO caption metrics call
+the same pycocoevalcap scorers (lmms-eval per task utils, e.g. coco_cap/utils.py) and give the same numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from evalkit.metrics.base import MetricResult, answers_of, register_metric
+from evalkit.task import Prediction, Sample
+
+DEFAULT_METRICS: tuple[str, ...] = ("CIDEr", "BLEU", "ROUGE_L", "METEOR")
+KNOWN_METRICS: tuple[str, ...] = ("CIDEr", "BLEU", "ROUGE_L", "METEOR", "SPICE")
+REFERENCE_SET_NOTE = (
+    "CIDEr uses document frequencies of the scored images' references: scores on a subset (--limit) are "
+    "not comparable to full-split scores"
+)
+
+_meteor_lock = threading.Lock()
+
+
+@dataclass
+class CaptionResult:
+    aggregate: dict[str, float]
+    per_image: dict[str, dict[Hashable, float]] = field(default_factory=dict)  # metric -> image id -> score
+
+
+def tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, list[str]]:
+    """PTB-tokenise captions ({id: [caption, ...]}) with pycocoevalcap's tokenizer, in one Java call."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    keyed = {key: [{"caption": str(c)} for c in caps] for key, caps in captions.items()}
+    if not keyed:
+        return {}
+    tokens = PTBTokenizer().tokenize(keyed)
+    return {key: tokens.get(key, [""] * len(caps)) for key, caps in captions.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def meteor_scorer() -> Any:
+    """The process-wide METEOR scorer (one JVM, started on first use; ~10 s)."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()
+
+
+def _spice_scorer() -> Any:
+    from pycocoevalcap.spice import spice as spice_module
+
+    lib = os.path.join(os.path.dirname(os.path.abspath(spice_module.__file__)), "lib")
+    if not os.path.exists(os.path.join(lib, "stanford-corenlp-3.6.0.jar")):
+        raise RuntimeError(
+            "SPICE needs Stanford CoreNLP 3.6.0, which pycocoevalcap downloads into "
+            f"{lib} on first use (network access, ~1 GB). Fetch it once with "
+            "`python -c 'from pycocoevalcap.spice.get_stanford_models import get_stanford_models as g; g()'` "
+            "or leave SPICE out of metrics=."
+        )
+    return spice_module.Spice()
+
+
+def _meteor_safe(captions: dict[Hashable, list[str]]) -> dict[Hashable, list[str]]:
+    return {k: [c.replace("|||", "").replace("  ", " ") for c in v] for k, v in captions.items()}
+
+
+def evaluate_captions(
+    predictions: Mapping[Hashable, str],
+    references: Mapping[Hashable, Sequence[str]],
+    metrics: Iterable[str] = DEFAULT_METRICS,
+) -> CaptionResult:
+    """Corpus scores and per-image CIDEr / ROUGE_L for one prediction per image id."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    wanted = tuple(metrics)
+    unknown = [m for m in wanted if m not in KNOWN_METRICS]
+    if unknown:
+        raise ValueError(f"unknown caption metrics {unknown}; known: {KNOWN_METRICS}")
+    ids = list(predictions)
+    if set(ids) != set(references):
+        raise ValueError("predictions and references must have the same image ids")
+    empty_refs = [i for i in ids if not references[i]]
+    if empty_refs:
+        raise ValueError(f"images without reference captions: {empty_refs[:5]}")
+    if not ids:
+        return CaptionResult({})
+    # One tokenizer call; keys are tagged so a prediction and its references never collide.
+    tokens = tokenize({**{("ref", i): list(references[i]) for i in ids}, **{("res", i): [predictions[i]] for i in ids}})
+    gts = {i: tokens[("ref", i)] for i in ids}
+    res = {i: tokens[("res", i)] for i in ids}
+
+    aggregate: dict[str, float] = {}
+    per_image: dict[str, dict[Hashable, float]] = {}
+    if "CIDEr" in wanted:
+        score, scores = Cider().compute_score(gts, res)
+        aggregate["CIDEr"] = float(score)
+        per_image["CIDEr"] = {i: float(s) for i, s in zip(gts, scores)}
+    if "BLEU" in wanted:
+        score, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        aggregate.update({f"BLEU_{n + 1}": float(s) for n, s in enumerate(score)})
+    if "METEOR" in wanted:
+        with _meteor_lock:
+            score, _ = meteor_scorer().compute_score(_meteor_safe(gts), _meteor_safe(res))
+        aggregate["METEOR"] = float(score)
+    if "ROUGE_L" in wanted:
+        score, scores = Rouge().compute_score(gts, res)
+        aggregate["ROUGE_L"] = float(score)
+        per_image["ROUGE_L"] = {i: float(s) for i, s in zip(gts, scores)}
+    if "SPICE" in wanted:
+        score, _ = _spice_scorer().compute_score(gts, res)
+        aggregate["SPICE"] = float(score)
+    return CaptionResult(aggregate, per_image)
+
+
+def caption_scores(
+    predictions: Mapping[Hashable, str],
+    references: Mapping[Hashable, Sequence[str]],
+    metrics: Iterable[str] = DEFAULT_METRICS,
+) -> dict[str, float]:
+    """{"CIDEr", "BLEU_1".."BLEU_4", "METEOR", "ROUGE_L"[, "SPICE"]: corpus score} as COCOEvalCap computes them."""
+    return evaluate_captions(predictions, references, metrics).aggregate
+
+
+@register_metric("caption")
+def caption_metric(
+    predictions: list[Prediction], samples: list[Sample], metrics: Sequence[str] = DEFAULT_METRICS
+) -> MetricResult:
+    """Task adapter: ``references`` = reference captions; samples sharing ``metadata["image_id"]`` are one image
+    (the first sample's prediction is scored, as COCOEvalCap allows one caption per image). Per-sample keys
+    ``CIDEr`` and ``ROUGE_L``; aggregates CIDEr (first: the paper's number), BLEU_1..4, METEOR, ROUGE_L."""
+    texts = answers_of(predictions)
+    keys: list[Hashable] = [s.metadata.get("image_id", s.id) for s in samples]
+    preds: dict[Hashable, str] = {}
+    refs: dict[Hashable, list[str]] = {}
+    for key, text, sample in zip(keys, texts, samples, strict=True):
+        if key not in preds:
+            preds[key] = text or ""
+            refs[key] = [str(r) for r in (sample.references or [])]
+    result = evaluate_captions(preds, refs, metrics)
+    per_sample = [{m: scores[key] for m, scores in result.per_image.items()} for key in keys]
+    info = {
+        "caption": {
+            "images": len(preds),
+            "duplicate_image_samples": len(keys) - len(preds),
+            "metrics": list(metrics),
+            "note": REFERENCE_SET_NOTE,
+        }
+    }
+    return MetricResult(per_sample, result.aggregate, info)
