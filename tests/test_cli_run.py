@@ -54,7 +54,7 @@ def test_run_replay_end_to_end(tmp_path, capsys):
     assert task["spec_hash"] and task["prompt_hash"] and task["dataset_fingerprint"]
     lines = (out / "samples" / "vqav2_mini.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
-    assert first["sample_id"] == "1001" and first["prompt"] == "<image>what color is the shape? Answer:"
+    assert first["sample_id"] == "1001" and first["prompt"] == "<img><image></img>what color is the shape? Answer:"
     assert task["primary_metric"] in first["scores"]
     assert "vqav2_mini" in printed and f"{value:.4f}" in printed
 
