@@ -133,7 +133,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     rows = [("task", "groups", "dataset", "split", "metric", "output")]
     for name in names:
         s = reg.tasks[name]
-        where = s.dataset.path or _short(s.dataset.data_files) or s.dataset.format
+        files = s.dataset.data_files
+        if isinstance(files, dict):  # one file per split: show the evaluated one
+            files = files.get(s.dataset.split, next(iter(files.values()), ""))
+        where = s.dataset.path or _short(files) or s.dataset.format
         rows.append((name, ",".join(s.groups), str(where), s.dataset.split,
                      ",".join(m.name for m in s.metrics), s.output_type))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
