@@ -1,0 +1,65 @@
+"""Writes the README's task table (between the tasks-table markers) from the task specs and paper.json.
+
+The table is generated so it cannot drift from the specs: `python results/tasks_table.py` rewrites
+it, and tests/test_tasks_catalog.py fails when the README holds a stale copy.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+START, END = "<!-- tasks-table:start -->", "<!-- tasks-table:end -->"
+METRIC_NAMES = {
+    "caption": "CIDEr", "vqa_accuracy": "VQA accuracy", "anls": "ANLS", "relaxed_accuracy": "relaxed accuracy",
+    "exact_match": "exact match", "choice_accuracy": "accuracy (log-likelihood)",
+    "grounding_accuracy": "Acc@IoU≥0.5",
+}
+CATALOG_GROUPS = {"captioning", "vqa", "textvqa", "grounding", "qwen_vl_paper"}
+
+
+def paper_numbers() -> dict[str, float]:
+    return json.loads((ROOT / "results" / "paper.json").read_text())["models"]["Qwen-VL"]
+
+
+def table() -> str:
+    from evalkit.registry import Registry
+
+    reg = Registry()
+    paper = paper_numbers()
+    rows = ["| task | dataset | split | metric | Qwen-VL (paper) |", "|---|---|---|---|---|"]
+    for name in sorted(n for n, s in reg.tasks.items() if CATALOG_GROUPS & set(s.groups)):
+        spec = reg.get(name)
+        ds = spec.dataset
+        where = ds.path if ds.format in ("hf", "hub") else f"{ds.format} files"
+        if ds.name:
+            where += f" ({ds.name})"
+        group = next((g for g in spec.groups if g in paper), None)
+        number = paper.get(name, paper.get(group, "")) if name in paper or group else ""
+        if group and name not in paper:
+            number = f"{number} ({group})"
+        note = " (submission)" if spec.submission else ""
+        metric = METRIC_NAMES.get(spec.primary_metric, spec.primary_metric) + note
+        rows.append(f"| `{name}` | {where} | {ds.split} | {metric} | {number} |")
+    return "\n".join(rows)
+
+
+def render(readme: str) -> str:
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{table()}\n{END}{tail}"
+
+
+def main() -> int:
+    text = README.read_text(encoding="utf-8") if README.exists() else f"# evalkit\n\n## Tasks\n\n{START}\n{END}\n"
+    if START not in text:
+        text += f"\n## Tasks\n\n{START}\n{END}\n"
+    README.write_text(render(text), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
