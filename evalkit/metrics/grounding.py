@@ -43,8 +43,9 @@ _LENIENT_FOUR = re.compile(rf"[\[(]\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_N
 
 def _scale_999(coords: Sequence[float], width: float, height: float) -> Box:
     """x / 999 * w, y / 999 * h with the script's float32 arithmetic (exact float32 values as Python floats)."""
-    c = np.asarray(coords, dtype=np.float32) / np.float32(_QWEN_SCALE)
-    c *= np.array([width, height, width, height], dtype=np.float32)
+    with np.errstate(all="ignore"):  # huge numbers overflow to inf in float32, as in torch
+        c = np.asarray(coords, dtype=np.float32) / np.float32(_QWEN_SCALE)
+        c *= np.array([width, height, width, height], dtype=np.float32)
     return (float(c[0]), float(c[1]), float(c[2]), float(c[3]))
 
 
@@ -87,14 +88,14 @@ PARSERS: dict[str, Callable[[str, float, float], Box | None]] = {"qwen": parse_b
 
 def iou(a: Sequence[float], b: Sequence[float], dtype: type = np.float64) -> float:
     """torchvision box_iou for one pair ([x1, y1, x2, y2], no +1, unclamped areas); NaN when the union is 0."""
-    p = np.asarray(a, dtype=dtype)
-    g = np.asarray(b, dtype=dtype)
-    area_p = (p[2] - p[0]) * (p[3] - p[1])
-    area_g = (g[2] - g[0]) * (g[3] - g[1])
-    w = max(min(p[2], g[2]) - max(p[0], g[0]), dtype(0))
-    h = max(min(p[3], g[3]) - max(p[1], g[1]), dtype(0))
-    inter = w * h
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(all="ignore"):  # inf/NaN coordinates give NaN, as in torch
+        p = np.asarray(a, dtype=dtype)
+        g = np.asarray(b, dtype=dtype)
+        area_p = (p[2] - p[0]) * (p[3] - p[1])
+        area_g = (g[2] - g[0]) * (g[3] - g[1])
+        w = max(min(p[2], g[2]) - max(p[0], g[0]), dtype(0))
+        h = max(min(p[3], g[3]) - max(p[1], g[1]), dtype(0))
+        inter = w * h
         return float(inter / (area_p + area_g - inter))
 
 

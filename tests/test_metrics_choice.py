@@ -1,0 +1,68 @@
+"""Multiple-choice accuracy. Expected picks: /tmp/official/run_choice.py ran the scoring loop of QwenLM/Qwen-VL
+eval_mm/evaluate_multiple_choice.py @ 10cb904198d4e0e161d0f9f36ba9fac8ac7899e4 (per-token cross-entropy, mean over
+the target tokens, torch argmin) on per-token log-probs whose sums/lengths are the choice_scores below."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from evalkit.metrics import get_metric
+from evalkit.metrics.choice import gold_index, parse_choice, pick_by_loglikelihood
+from evalkit.task import Prediction, Sample
+
+# ([logprob_sum, n_tokens] per choice, eval_mm's argmin)
+SCORED = [
+    ([[-1.0, 1], [-0.5, 1], [-2.0, 1]], 1),
+    ([[-2.0, 2], [-1.5, 1]], 0),  # mean, not sum: -1.0 beats -1.5 although the sum -2.0 is lower
+    ([[-0.7, 1], [-0.7, 1], [-1.4, 2]], 0),  # ties -> the first
+    ([[-3.2, 3], [-1.0, 1]], 1),
+    ([[-0.25, 1], [-0.125, 1], [-0.5, 1], [-0.0625, 1], [-4.0, 1]], 3),
+]
+
+
+@pytest.mark.parametrize(("scores", "expected"), SCORED)
+def test_loglikelihood_pick_matches_eval_mm(scores, expected):
+    assert pick_by_loglikelihood(scores) == expected
+
+
+def test_unusable_scores_never_picked():
+    assert pick_by_loglikelihood([[0.0, 0], [-5.0, 1]]) == 1
+    assert pick_by_loglikelihood([[math.nan, 1], [-5.0, 1]]) == 1
+    assert pick_by_loglikelihood([]) is None
+
+
+CHOICES = ["cat", "a dog", "bird"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("A", 0), ("(B)", 1), ("B. a dog", 1), ("C) bird", 2), ("Answer: B", 1), ("The answer is (C)", 2),
+     ("A: cat", 0), ("b", 1), ("a dog", 1), ("A dog", 1), ("Bird.", 2), ("  bird  ", 2),
+     ("a cat", None), ("D", None), ("", None), ("Bird is it", None), ("🙂", None), ("x" * 10_000, None)],
+)
+def test_parse_generated_choice(text, expected):
+    assert parse_choice(text, CHOICES) == expected
+
+
+def test_gold_index_forms():
+    assert gold_index(2, CHOICES) == 2
+    assert gold_index("1", CHOICES) == 1
+    assert gold_index("C", CHOICES) == 2
+    assert gold_index("a dog", CHOICES) == 1
+    assert gold_index(None, CHOICES) is None
+
+
+def test_adapter_mixes_scores_and_text():
+    samples = [Sample(id=str(i), images=[], fields={"choices": CHOICES}, references=g) for i, g in enumerate([1, 2, 0, 0])]
+    preds = [
+        Prediction(sample_id="0", task="t", choice_scores=[[-2.0, 2], [-0.5, 1], [-3.0, 1]]),
+        Prediction(sample_id="1", task="t", output="(C)"),
+        Prediction(sample_id="2", task="t", output="I don't know"),
+        Prediction(sample_id="3", task="t", output="raw", answer="A"),
+    ]
+    result = get_metric("choice_accuracy")(preds, samples)
+    assert [s["choice_accuracy"] for s in result.per_sample] == [1.0, 1.0, 0.0, 1.0]
+    assert result.aggregate == {"choice_accuracy": 0.75}
+    assert result.info["choice_accuracy"] == {"n": 4, "from_scores": 1, "from_text": 3, "unparseable": 1, "bad_scores": 0}
