@@ -50,7 +50,8 @@ class FakeTask:
             "task": self.task, "shots": self.shots, "spec_hash": "spec", "prompt_hash": "prompt",
             "dataset_fingerprint": stable_hash(self.sample_ids()), "n_samples": n, "n_errors": 0,
             "primary_metric": self.metric, "groups": self.groups,
-            "metrics": {self.metric: {"value": mean, "n": n, "ci95": [mean - half, mean + half]}}, "info": {},
+            "metrics": {self.metric: {"value": mean, "n": n, "ci95": [max(mean - half, 0.0), min(mean + half, max(self.scores))]}},
+            "info": {},
         }
         entry.update(self.entry)
         return entry

@@ -1,0 +1,386 @@
+"""`evalkit report`: one self-contained HTML page per run, for reading a run sample by sample.
+
+The page is a single file (CSS inline, images as small base64 JPEG thumbnails, charts as inline
+SVG) so it can be attached to a CI job or mailed without a folder beside it. Scores alone hide
+*why* a model fails; the page shows per task the worst samples and a seeded random sample with
+outputs and references, boxes drawn on the image for grounding tasks, and score-vs-shots curves.
+
+Images are not stored in a run folder, so they are re-loaded through the registry and
+`evalkit.data.load_samples` with the run's own data_dir; when the data is not available the
+page still renders, without thumbnails, and says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from evalkit.compare import family_of, open_run, select_keys, to_points
+from evalkit.results import Run, atomic_write_text
+from evalkit.task import ImageError, Prediction, Sample
+
+THUMB_SIDE = 360  # px, longest side of an embedded thumbnail
+
+
+@dataclass
+class Box:
+    kind: str  # "gt" | "pred"
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+@dataclass
+class SampleView:
+    sample_id: str
+    score: float | None
+    question: str
+    output: str
+    references: str
+    error: str | None = None
+    image: str | None = None  # data: URI of the thumbnail
+    width: int = 0  # original pixel size: the SVG viewBox, so boxes need no rescaling
+    height: int = 0
+    boxes: list[Box] = field(default_factory=list)
+
+
+@dataclass
+class MetricRow:
+    family: str
+    key: str
+    metric: str
+    value: float | None
+    ci: tuple[float, float] | None
+    n: int | None
+    errors: int
+    primary: bool
+
+
+@dataclass
+class TaskView:
+    key: str
+    metric: str
+    value: float | None
+    n_samples: int
+    worst: list[SampleView]
+    random: list[SampleView]
+    grounding: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Curve:
+    task: str
+    metric: str
+    svg: Markup
+
+
+# ---------------------------------------------------------------- building the page's content
+
+
+def metric_rows(run: Run) -> list[MetricRow]:
+    rows = []
+    for key in select_keys([run], None):
+        entry = run.tasks[key]
+        for name, m in entry.get("metrics", {}).items():
+            ci = m.get("ci95")
+            rows.append(MetricRow(family_of(entry), key, name, to_points(m.get("value")),
+                                  (ci[0] * 100, ci[1] * 100) if ci and None not in ci else None,
+                                  m.get("n"), entry.get("n_errors", 0), name == entry.get("primary_metric")))
+        if entry.get("submission"):
+            rows.append(MetricRow(family_of(entry), key, "submission", None, None, entry.get("n_samples"),
+                                  entry.get("n_errors", 0), True))
+    return rows
+
+
+class SampleSource:
+    """The task's samples re-loaded from its dataset (for images and box sizes), or why they could not be."""
+
+    def __init__(self, run: Run, data_dir: str | None, tasks_dir: list[str]):
+        self.data_dir = data_dir if data_dir is not None else run.data.get("settings", {}).get("data_dir")
+        self.tasks_dir = tasks_dir
+        self._registry: Any = None
+        self._cache: dict[str, tuple[dict[str, Sample], str | None]] = {}
+
+    def get(self, entry: dict[str, Any]) -> tuple[dict[str, Sample], str | None]:
+        task = entry.get("task", "")
+        if task not in self._cache:
+            self._cache[task] = self._load(entry)
+        return self._cache[task]
+
+    def _load(self, entry: dict[str, Any]) -> tuple[dict[str, Sample], str | None]:
+        from evalkit.data import load_samples
+        from evalkit.registry import Registry
+
+        task = entry.get("task", "")
+        try:  # any failure here only costs the thumbnails, so it is reported, not raised
+            if self._registry is None:
+                self._registry = Registry(extra_dirs=self.tasks_dir)
+            spec = self._registry.get(task)
+            samples = load_samples(spec, self.data_dir)
+        except Exception as exc:
+            return {}, f"images not shown: the data of {task} is not available here ({exc})"
+        note = None
+        if entry.get("spec_hash") and spec.spec_hash() != entry["spec_hash"]:
+            note = f"the spec of {task} changed since this run; images are matched by sample id"
+        return unique_ids(samples), note
+
+
+def unique_ids(samples: list[Sample]) -> dict[str, Sample]:
+    """Samples by id, repeated ids suffixed `#1`, `#2`... exactly as the runner keys its cache."""
+    out: dict[str, Sample] = {}
+    seen: Counter[str] = Counter()
+    for s in samples:
+        n = seen[s.id]
+        seen[s.id] += 1
+        out[f"{s.id}#{n}" if n else s.id] = s
+    return out
+
+
+def thumbnail(sample: Sample) -> tuple[str, int, int] | None:
+    """(data URI, original width, original height) of the sample's first image, or None."""
+    if not sample.images:
+        return None
+    try:
+        image = sample.images[0].load()
+    except ImageError:
+        return None
+    width, height = image.size
+    image = image.copy()
+    image.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=82)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), width, height
+
+
+def gt_box(references: Any) -> list[float] | None:
+    """A reference box [x1, y1, x2, y2] in pixels (or the first of a list of them)."""
+    ref = references
+    if isinstance(ref, list) and ref and isinstance(ref[0], list | tuple):
+        ref = ref[0]
+    if isinstance(ref, list | tuple) and len(ref) == 4 and all(isinstance(v, int | float) for v in ref):
+        return [float(v) for v in ref]
+    return None
+
+
+def is_grounding(entry: dict[str, Any], preds: list[Prediction]) -> bool:
+    return "grounding" in (entry.get("groups") or []) or any("<box>" in (p.output or "") for p in preds[:50])
+
+
+def predicted_box(output: str, width: int, height: int, parser: str = "qwen") -> list[float] | None:
+    """The box the metric scored: parsed with the parser the run recorded in its info (Qwen-VL's by default)."""
+    from evalkit.metrics.grounding import PARSERS, parse_box
+
+    box = PARSERS.get(parser, parse_box)(output, width, height)
+    return None if box is None else [float(v) for v in box]
+
+
+def references_text(references: Any) -> str:
+    """VQA's ten answers read better counted ("red x8, maroon x2") than listed."""
+    if isinstance(references, list) and references and all(isinstance(r, str) for r in references):
+        counts = Counter(references)
+        return ", ".join(f"{a} ×{n}" if n > 1 else a for a, n in counts.most_common())
+    if references is None:
+        return "-"
+    return json.dumps(references, ensure_ascii=False)
+
+
+def question_text(pred: Prediction, sample: Sample | None) -> str:
+    if sample is not None and sample.fields:
+        return "\n".join(f"{k}: {v}" for k, v in sample.fields.items() if isinstance(v, str | int | float))
+    return pred.prompt.replace("<image>", "").strip()
+
+
+def sample_view(pred: Prediction, metric: str, sample: Sample | None, grounding: bool, parser: str = "qwen") -> SampleView:
+    view = SampleView(pred.sample_id, pred.scores.get(metric), question_text(pred, sample), pred.output,
+                      references_text(pred.references), pred.error)
+    thumb = thumbnail(sample) if sample is not None else None
+    if thumb is not None:
+        view.image, view.width, view.height = thumb
+    if grounding:
+        meta = {**(pred.metadata or {}), **(sample.metadata if sample else {})}
+        view.width = int(meta.get("width") or view.width)
+        view.height = int(meta.get("height") or view.height)
+        gt = gt_box(pred.references)
+        if gt:
+            view.boxes.append(Box("gt", *gt))
+        if view.width and view.height:
+            pb = predicted_box(pred.output or "", view.width, view.height, parser)
+            if pb:
+                view.boxes.append(Box("pred", *pb))
+    return view
+
+
+def task_view(run: Run, key: str, source: SampleSource, n: int, seed: int) -> TaskView:
+    entry = run.tasks[key]
+    metric = entry.get("primary_metric") or ""
+    view = TaskView(key, metric, to_points(entry.get("metrics", {}).get(metric, {}).get("value")),
+                    entry.get("n_samples", 0), [], [])
+    try:
+        preds = run.samples(key)
+    except Exception as exc:  # a bare run.json: the table is all there is
+        view.notes.append(f"no per-sample predictions ({exc})")
+        return view
+    view.grounding = is_grounding(entry, preds)
+    samples, note = source.get(entry)
+    if note:
+        view.notes.append(note)
+    if view.grounding:
+        try:
+            import evalkit.metrics.grounding  # noqa: F401
+        except ImportError:
+            view.notes.append("predicted boxes not drawn: evalkit.metrics.grounding is not installed")
+            view.grounding = False
+    order = sorted(range(len(preds)), key=lambda i: (_score_or(preds[i], metric), i))
+    worst = [preds[i] for i in order[:n]]
+    rng = random.Random(f"{seed}:{key}")
+    picked = sorted(rng.sample(range(len(preds)), min(n, len(preds))))
+    info = entry.get("info", {}).get(metric)
+    parser = info.get("parser", "qwen") if isinstance(info, dict) else "qwen"
+    view.worst = [sample_view(p, metric, samples.get(p.sample_id), view.grounding, parser) for p in worst]
+    view.random = [sample_view(preds[i], metric, samples.get(preds[i].sample_id), view.grounding, parser)
+                   for i in picked]
+    return view
+
+
+def _score_or(pred: Prediction, metric: str) -> float:
+    """Errors first, then the lowest scores."""
+    return -1.0 if pred.error else float(pred.scores.get(metric, 0.0))
+
+
+def fewshot_curves(run: Run) -> list[Curve]:
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for entry in run.tasks.values():
+        if entry.get("metrics"):
+            by_task.setdefault(entry.get("task", ""), []).append(entry)
+    curves = []
+    for task, entries in by_task.items():
+        if len({e.get("shots", 0) for e in entries}) < 2:
+            continue
+        metric = entries[0].get("primary_metric") or ""
+        points = []
+        for e in sorted(entries, key=lambda e: e.get("shots", 0)):
+            m = e["metrics"].get(metric, {})
+            value, ci = to_points(m.get("value")), m.get("ci95")
+            if value is not None:
+                points.append((e.get("shots", 0), value, (ci[0] * 100, ci[1] * 100) if ci and None not in ci else None))
+        if len(points) >= 2:
+            curves.append(Curve(task, metric, Markup(curve_svg(points, metric))))
+    return curves
+
+
+def curve_svg(points: list[tuple[int, float, tuple[float, float] | None]], y_label: str,
+              width: int = 380, height: int = 230) -> str:
+    """Score vs shots as a small inline SVG line chart with CI whiskers (no plotting dependency)."""
+    left, right, top, bottom = 52, 16, 14, 40
+    xs = [p[0] for p in points]
+    lows = [p[2][0] if p[2] else p[1] for p in points]
+    highs = [p[2][1] if p[2] else p[1] for p in points]
+    y0, y1 = min(lows), max(highs)
+    pad = max((y1 - y0) * 0.15, 0.5)
+    y0, y1 = (y0 - pad if y0 < 0 else max(y0 - pad, 0.0)), y1 + pad  # points are >= 0: no axis below 0
+    x0, x1 = min(xs), max(xs)
+
+    def sx(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * (width - left - right)
+
+    def sy(y: float) -> float:
+        return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" role="img" class="curve">']
+    for i in range(5):
+        y = y0 + (y1 - y0) * i / 4
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" class="grid"/>'
+                     f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.1f}</text>')
+    for x in xs:
+        parts.append(f'<text x="{sx(x):.1f}" y="{height - bottom + 16}" text-anchor="middle">{x}</text>')
+    parts.append(f'<text x="{(left + width - right) / 2:.1f}" y="{height - 6}" text-anchor="middle" class="axis">shots</text>')
+    parts.append(f'<text transform="translate(12,{(top + height - bottom) / 2:.1f}) rotate(-90)" '
+                 f'text-anchor="middle" class="axis">{_xml(y_label)}</text>')
+    for x, _, ci in points:
+        if ci:
+            parts.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{sy(ci[0]):.1f}" y2="{sy(ci[1]):.1f}" class="ci"/>')
+    path = " ".join(f"{sx(x):.1f},{sy(v):.1f}" for x, v, _ in points)
+    parts.append(f'<polyline points="{path}" class="line"/>')
+    for x, v, _ in points:
+        parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(v):.1f}" r="4" class="dot"><title>{x}-shot: {v:.2f}</title></circle>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def build_context(run: Run, n_samples: int = 6, seed: int = 0, data_dir: str | None = None,
+                  tasks_dir: list[str] | None = None) -> dict[str, Any]:
+    source = SampleSource(run, data_dir, tasks_dir or [])
+    keys = [k for k in select_keys([run], None) if not run.tasks[k].get("submission")]
+    data = run.data
+    return {
+        "title": f"evalkit report: {run.label}",
+        "label": run.label,
+        "model": data.get("model", {}),
+        "created": data.get("created", ""),
+        "version": data.get("evalkit_version", ""),
+        "settings": {k: v for k, v in data.get("settings", {}).items() if k in ("limit", "seed", "prompt_style", "shots", "data_dir")},
+        "seconds": data.get("timing", {}).get("total_seconds"),
+        "metrics": metric_rows(run),
+        "curves": fewshot_curves(run),
+        "tasks": [task_view(run, k, source, n_samples, seed) for k in keys],
+        "n_samples": n_samples,
+        "seed": seed,
+    }
+
+
+def render(context: dict[str, Any]) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["pts"] = lambda v: "-" if v is None else f"{v:.2f}"
+    env.filters["score"] = format_score
+    return env.get_template("report.html.j2").render(**context)
+
+
+def format_score(value: float | None) -> str:
+    """A per-sample score as short as it is exact: 1, 0, 0.6, 0.33."""
+    return "-" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def write_report(run: Run, output: str | Path, **options: Any) -> Path:
+    output = Path(output)
+    atomic_write_text(output, render(build_context(run, **options)))
+    return output
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--output", "-o", default=None, help="HTML file to write (default RUN/report.html)")
+    p.add_argument("--samples", type=int, default=6, metavar="N", help="worst and random samples shown per task (default 6)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random sample (default 0)")
+    p.add_argument("--data-dir", default=None, help="where the datasets live, for thumbnails (default: the run's)")
+    p.add_argument("--tasks-dir", action="append", default=[], metavar="DIR", help="an extra directory of task specs")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a self-contained HTML report of a run: metrics, worst and random samples, boxes, few-shot curves."""
+    run = open_run(args.run)
+    output = Path(args.output) if args.output else run.path / "report.html"
+    write_report(run, output, n_samples=args.samples, seed=args.seed, data_dir=args.data_dir, tasks_dir=args.tasks_dir)
+    print(f"report: {output}")
+    return 0
