@@ -6,26 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures.catalog import DATA, HUB, registry
 
 from evalkit.data import load_samples
 from evalkit.data.loader import _ADAPTERS
-from evalkit.registry import Registry
 from evalkit.submission import write_submission
 from evalkit.task import DatasetSpec, Prediction, Sample
-
-DATA = Path(__file__).resolve().parent / "fixtures" / "data"
-HUB = DATA / "lmms-lab-encoder"
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry()
 
 
 def rows(fmt: str, **kwargs) -> list[dict]:
@@ -45,8 +31,8 @@ def test_karpathy_reads_only_the_test_split():
     assert len(rows("karpathy", path=str(DATA / "coco" / "dataset_coco.json"), split="train")) == 5
 
 
-def test_karpathy_task_images_resolve_under_the_data_dir(registry):
-    samples = load_samples(registry.get("flickr30k_karpathy_test"), str(DATA))
+def test_karpathy_task_images_resolve_under_the_data_dir():
+    samples = load_samples(registry().get("flickr30k_karpathy_test"), str(DATA))
     assert all(Path(im.path).is_file() for s in samples for im in s.images)
     assert samples[0].images[0].load().mode == "RGB"
 
@@ -111,8 +97,8 @@ def test_refcoco_boxes_in_pixels_with_image_sizes(dataset, refs, split):
         assert r["image"] == images[r["image_id"]]["file_name"]
 
 
-def test_refcoco_task_samples(registry):
-    samples = load_samples(registry.get("refcoco_val"), str(DATA))
+def test_refcoco_task_samples():
+    samples = load_samples(registry().get("refcoco_val"), str(DATA))
     s = samples[0]
     assert s.metadata["width"] == 48 and s.metadata["height"] == 64
     assert s.references == [12.0, 16.0, 36.0, 48.0]
@@ -122,12 +108,12 @@ def test_refcoco_task_samples(registry):
 # ------------------------------------------------------------------ hub reshaping
 
 
-def test_gqa_joins_the_image_config(registry):
+def test_gqa_joins_the_image_config():
     import pyarrow.parquet as pq
 
     images = pq.read_table(HUB / "GQA" / "testdev_balanced_images" / "testdev-00000-of-00001.parquet").to_pylist()
     by_id = {r["id"]: r["image"]["bytes"] for r in images}
-    samples = load_samples(registry.get("gqa_testdev_balanced"), str(DATA))
+    samples = load_samples(registry().get("gqa_testdev_balanced"), str(DATA))
     assert [s.id for s in samples] == ["201307251", "201640614", "202225914", "20968379"]
     for s in samples:
         assert s.images[0].data == by_id[s.metadata["image_id"]]
@@ -135,32 +121,32 @@ def test_gqa_joins_the_image_config(registry):
     assert samples[0].references == ["yes"]
 
 
-def test_chartqa_splits_by_type(registry):
-    human = load_samples(registry.get("chartqa_test_human"), str(DATA))
-    augmented = load_samples(registry.get("chartqa_test_augmented"), str(DATA))
+def test_chartqa_splits_by_type():
+    human = load_samples(registry().get("chartqa_test_human"), str(DATA))
+    augmented = load_samples(registry().get("chartqa_test_augmented"), str(DATA))
     assert [s.references for s in human] == ["78", "Yes", "0.5"]
     assert [s.references for s in augmented] == ["2015", "12.5"]
 
 
-def test_scienceqa_empty_hint_reads_na(registry):
-    samples = load_samples(registry.get("scienceqa_img_test"), str(DATA))
+def test_scienceqa_empty_hint_reads_na():
+    samples = load_samples(registry().get("scienceqa_img_test"), str(DATA))
     assert [s.fields["hint"] for s in samples][:2] == ["N/A", "Moles live underground."]
     assert [s.references for s in samples] == [0, 0, 1, 0]
     assert samples[2].fields["choices"] == ["Cincinnati", "Columbus", "Cleveland", "Toledo"]
 
 
-def test_test_splits_without_answers_load(registry):
+def test_test_splits_without_answers_load():
     for task in ("vqav2_testdev", "vizwiz_testdev", "docvqa_test"):
-        samples = load_samples(registry.get(task), str(DATA))
+        samples = load_samples(registry().get(task), str(DATA))
         assert samples and all(s.references is None and "error" not in s.metadata for s in samples)
 
 
-def test_hub_tasks_read_the_local_copy_under_data_dir(registry):
+def test_hub_tasks_read_the_local_copy_under_data_dir():
     from evalkit.data.loader import resolve_dataset
 
-    ds = resolve_dataset(registry.get("gqa_testdev_balanced"), str(DATA))
+    ds = resolve_dataset(registry().get("gqa_testdev_balanced"), str(DATA))
     assert ds.path == str(HUB / "GQA")
-    fs = resolve_dataset(registry.get("okvqa_val"), str(DATA), split="train")
+    fs = resolve_dataset(registry().get("okvqa_val"), str(DATA), split="train")
     assert fs.format == "vqa_json" and fs.options["questions_file"].startswith(str(DATA))
 
 

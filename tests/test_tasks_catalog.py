@@ -12,13 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures.catalog import DATA, PREDS, registry
 
 from evalkit.cli import main
-from evalkit.registry import Registry
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-DATA = FIXTURES / "data"
-PREDS = FIXTURES / "predictions"
 REPO = Path(__file__).resolve().parents[1]
 
 CATALOG = sorted([
@@ -40,25 +37,14 @@ SUBMISSIONS = {  # task -> the record keys its server expects
 }
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry()
-
-
 def test_evalkit_tasks_lists_the_whole_catalog(capsys):
     assert main(["tasks"]) == 0
     listed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert set(CATALOG) <= listed
 
 
-def test_groups(registry):
-    groups = registry.groups
+def test_groups():
+    groups = registry().groups
     for group, tasks in GROUPS.items():
         assert set(groups[group]) == tasks
     paper = set(groups["qwen_vl_paper"])
@@ -69,7 +55,7 @@ def test_groups(registry):
 
 
 @pytest.mark.parametrize("task", CATALOG)
-def test_task_runs_end_to_end_on_its_fixture(task, tmp_path, registry):
+def test_task_runs_end_to_end_on_its_fixture(task, tmp_path):
     out = tmp_path / "run"
     code = main(["run", "--model", f"replay:{PREDS}", "--tasks", task, "--data-dir", str(DATA),
                  "--output", str(out), "--no-progress"])
@@ -83,7 +69,7 @@ def test_task_runs_end_to_end_on_its_fixture(task, tmp_path, registry):
         return
     primary = result["primary_metric"]
     assert primary is not None and result["metrics"][primary]["value"] is not None
-    spec = registry.get(task)
+    spec = registry().get(task)
     if spec.primary_metric == "grounding_accuracy":  # fixtures alternate a right and a wrong box
         assert result["metrics"][primary]["value"] == pytest.approx(0.5)
 
@@ -111,10 +97,10 @@ def test_four_shot_run_through_the_cli(tmp_path):
     assert Path(run["tasks"]["vizwiz_testdev_4shot"]["submission"]).exists()
 
 
-def test_paper_numbers_are_keyed_by_task_names(registry):
+def test_paper_numbers_are_keyed_by_task_names():
     paper = json.loads((REPO / "results" / "paper.json").read_text())
     assert paper["source"]
-    names = set(registry.tasks) | set(registry.groups)
+    names = set(registry().tasks) | set(registry().groups)
     for model, numbers in paper["models"].items():
         unknown = set(numbers) - names
         assert not unknown, f"{model}: {unknown}"

@@ -8,15 +8,12 @@ renders it back as a path and compares the strings.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from fixtures.catalog import DATA, registry
 
 from evalkit.data import load_samples
 from evalkit.prompts import build_request, choose_shots
-from evalkit.registry import Registry
 
-DATA = Path(__file__).resolve().parent / "fixtures" / "data"
 EVAL_MM = {
     "caption": "<img>{}</img>Describe the image in English:",
     "vqa": "<img>{}</img>{} Answer:",
@@ -27,25 +24,14 @@ CHAT_HEAD = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_st
 IMG = "/data/x.jpg"
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry()
-
-
-def first(registry: Registry, task: str):
-    spec = registry.get(task)
+def first(task: str):
+    spec = registry().get(task)
     return spec, load_samples(spec, str(DATA))[0]
 
 
 @pytest.mark.parametrize("task", ["nocaps_val", "flickr30k_karpathy_test", "coco_karpathy_test"])
-def test_caption_prompt(registry, task):
-    spec, sample = first(registry, task)
+def test_caption_prompt(task):
+    spec, sample = first(task)
     assert build_request(spec, sample, "base").text(IMG) == EVAL_MM["caption"].format(IMG)
     assert (spec.generation.max_new_tokens, spec.generation.min_new_tokens) == (30, 8)
 
@@ -55,31 +41,31 @@ def test_caption_prompt(registry, task):
     ("vizwiz_testdev", 10), ("textvqa_val", 10), ("docvqa_val", 100), ("docvqa_test", 100),
     ("chartqa_test_human", 100), ("chartqa_test_augmented", 100), ("ocrvqa_test", 100), ("ai2d_test", 10),
 ])
-def test_vqa_prompt(registry, task, max_new):
-    spec, sample = first(registry, task)
+def test_vqa_prompt(task, max_new):
+    spec, sample = first(task)
     question = sample.fields["question"] + sample.fields.get("options", "")
     assert build_request(spec, sample, "base").text(IMG) == EVAL_MM["vqa"].format(IMG, question)
     assert (spec.generation.max_new_tokens, spec.generation.min_new_tokens) == (max_new, 1)
     assert spec.postprocess == ["strip"]
 
 
-def test_ai2d_question_is_followed_by_its_options(registry):
-    spec, sample = first(registry, "ai2d_test")
+def test_ai2d_question_is_followed_by_its_options():
+    spec, sample = first("ai2d_test")
     assert build_request(spec, sample, "base").text(IMG) == (
         f"<img>{IMG}</img>which of these define dairy itemc\nD\nb\na Answer:")
     assert sample.references == ["D"]  # the text of the gold option, scored by exact match
 
 
 @pytest.mark.parametrize("task", ["refcoco_val", "refcocoplus_testA", "refcocog_test"])
-def test_grounding_prompt(registry, task):
-    spec, sample = first(registry, task)
+def test_grounding_prompt(task):
+    spec, sample = first(task)
     assert build_request(spec, sample, "base").text(IMG) == EVAL_MM["grounding"].format(IMG, sample.fields["sentence"])
     assert (spec.generation.max_new_tokens, spec.generation.min_new_tokens) == (28, 10)
     assert spec.postprocess == []  # eval_mm keeps the raw grounding output
 
 
-def test_scienceqa_prompt_and_choices(registry):
-    spec = registry.get("scienceqa_img_test")
+def test_scienceqa_prompt_and_choices():
+    spec = registry().get("scienceqa_img_test")
     samples = load_samples(spec, str(DATA))
     empty_hint, with_hint = samples[0], samples[1]
     request = build_request(spec, empty_hint, "base")
@@ -91,8 +77,8 @@ def test_scienceqa_prompt_and_choices(registry):
 
 
 @pytest.mark.parametrize("task", ["vqav2_val", "nocaps_val", "refcoco_val", "scienceqa_img_test"])
-def test_chat_prompt_is_chatml_with_the_default_system_prompt(registry, task):
-    spec, sample = first(registry, task)
+def test_chat_prompt_is_chatml_with_the_default_system_prompt(task):
+    spec, sample = first(task)
     text = build_request(spec, sample, "chat").text(IMG)
     assert text.startswith(CHAT_HEAD + IMG + "</img>\n")
     assert "<|im_end|>\n<|im_start|>assistant\n" in text
@@ -102,8 +88,8 @@ def test_chat_prompt_is_chatml_with_the_default_system_prompt(registry, task):
 
 
 @pytest.fixture(scope="module")
-def okvqa(registry):
-    spec = registry.get("okvqa_val")
+def okvqa():
+    spec = registry().get("okvqa_val")
     return spec, load_samples(spec, str(DATA)), load_samples(spec, str(DATA), split="train")
 
 
@@ -122,8 +108,8 @@ def test_same_seed_same_shots(okvqa):
     assert others - {tuple(a)}  # the seed matters
 
 
-def test_shots_never_show_the_query_image(registry):
-    spec = registry.get("textvqa_val")
+def test_shots_never_show_the_query_image():
+    spec = registry().get("textvqa_val")
     query = load_samples(spec, str(DATA))[0]
     pool = load_samples(spec, str(DATA), split="train")
     twin = type(query)(id="twin", images=list(query.images), fields=query.fields, references=query.references)
@@ -142,8 +128,8 @@ def test_four_shot_prompt_holds_five_images_in_order(okvqa):
     assert request.text(IMG) == expected + EVAL_MM["vqa"].format(IMG, query.fields["question"])
 
 
-def test_caption_shots_end_with_a_reference_caption(registry):
-    spec = registry.get("flickr30k_karpathy_test")
+def test_caption_shots_end_with_a_reference_caption():
+    spec = registry().get("flickr30k_karpathy_test")
     query = load_samples(spec, str(DATA))[0]
     shots = choose_shots(load_samples(spec, str(DATA), split="train"), query, 2, seed=0, task=spec.name)
     text = build_request(spec, query, "base", shots).text(IMG)
