@@ -25,6 +25,8 @@ the same pycocoevalcap scorers (lmms-eval per task utils, e.g. coco_cap/utils.py
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import os
 import threading
@@ -67,7 +69,17 @@ def meteor_scorer() -> Any:
     """The process-wide METEOR scorer (one JVM, started on first use; ~10 s)."""
     from pycocoevalcap.meteor.meteor import Meteor
 
-    return Meteor()
+    scorer = Meteor()
+    atexit.register(_stop_meteor, scorer)  # the JVM must not outlive the process
+    return scorer
+
+
+def _stop_meteor(scorer: Any) -> None:
+    process = scorer.meteor_p
+    with contextlib.suppress(OSError, ValueError):
+        process.stdin.close()
+    process.kill()
+    process.wait(timeout=10)
 
 
 def _spice_scorer() -> Any:
