@@ -1,7 +1,8 @@
 """Submission files for private-answer splits, in each evaluation server's own format.
 
-VQAv2 test-dev (EvalAI), VizWiz test-dev (EvalAI) and DocVQA test (RRC) keep their answers
-private: a run writes the file the server takes instead of a score. The answer written is the
+VQAv2 test-dev (EvalAI, VQA Challenge), VizWiz test-dev (EvalAI, VizWiz VQA) and DocVQA test
+(rrc.cvc.uab.es, DocVQA Task 1) keep their answers private: a run writes the file the server
+takes instead of a score. The answer written is the
 post-processed one (eval_mm strips its outputs), the same text a public split would score.
 """
 
@@ -15,13 +16,6 @@ from evalkit.results import atomic_write_json
 from evalkit.task import Prediction, Sample
 
 Record = Callable[[Prediction, Sample], dict[str, Any]]
-
-UPLOAD = {
-    "vqav2": "https://eval.ai/web/challenges/challenge-page/830 (VQA Challenge, test-dev phase)",
-    "vizwiz": "https://eval.ai/web/challenges/challenge-page/1911 (VizWiz VQA, test-dev phase)",
-    "docvqa": "https://rrc.cvc.uab.es/?ch=17 (DocVQA Task 1, test)",
-}
-
 
 def _answer(pred: Prediction) -> str:
     return pred.answer if isinstance(pred.answer, str) else pred.output
@@ -51,6 +45,3 @@ def write_submission(kind: str, predictions: list[Prediction], samples: list[Sam
     record = WRITERS[kind]
     atomic_write_json(path, [record(p, by_id[p.sample_id]) for p in predictions])
 
-
-def upload_hint(kind: str) -> str:
-    return UPLOAD.get(kind, "the benchmark's evaluation server")
