@@ -2,8 +2,8 @@
 
 VQAv2 test-dev (EvalAI, VQA Challenge), VizWiz test-dev (EvalAI, VizWiz VQA) and DocVQA test
 (rrc.cvc.uab.es, DocVQA Task 1) keep their answers private: a run writes the file the server
-takes instead of a score. The answer written is the
-post-processed one (eval_mm strips its outputs), the same text a public split would score.
+takes instead of a score. The answer written is the post-processed one (eval_mm strips its
+outputs), the same text a public split would score.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from evalkit.results import atomic_write_json
 from evalkit.task import Prediction, Sample
 
 Record = Callable[[Prediction, Sample], dict[str, Any]]
+
 
 def _answer(pred: Prediction) -> str:
     return pred.answer if isinstance(pred.answer, str) else pred.output
