@@ -102,7 +102,7 @@ def check_run(run: Run, baseline: Run, max_drop: float = 0.5, alpha: float = 0.0
             f.significance = significance_of(book, baseline, run, key, metric)
             if f.significance.p is None:
                 f.status, f.reason = "regressed", "no per-sample scores or CIs: drop alone decides"
-            elif f.significance.below(alpha):
+            elif alpha >= 1 or f.significance.below(alpha):  # alpha 1: the drop alone decides, even at p = 1
                 f.status = "regressed"
             else:
                 f.reason = "drop not significant"
@@ -115,7 +115,7 @@ def check_run(run: Run, baseline: Run, max_drop: float = 0.5, alpha: float = 0.0
 
 
 def format_result(result: CheckResult, verbose: bool = False) -> str:
-    shown = result.findings if verbose else [f for f in result.findings if f.status != "ok"]
+    shown = [f for f in result.findings if verbose or f.status != "ok" or f.significance is not None]
     rows = [("task", "metric", "baseline", "run", "change", "p (test)", "status")]
     for f in shown:
         sig = f.significance

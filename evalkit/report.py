@@ -16,7 +16,9 @@ import argparse
 import base64
 import io
 import json
+import os
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,7 +200,7 @@ def references_text(references: Any) -> str:
 def question_text(pred: Prediction, sample: Sample | None) -> str:
     if sample is not None and sample.fields:
         return "\n".join(f"{k}: {v}" for k, v in sample.fields.items() if isinstance(v, str | int | float))
-    return pred.prompt.replace("<image>", "").strip()
+    return re.sub(r"<img>.*?</img>|<image>", "", pred.prompt or "").strip()
 
 
 def sample_view(pred: Prediction, metric: str, sample: Sample | None, grounding: bool, parser: str = "qwen") -> SampleView:
@@ -243,8 +245,8 @@ def task_view(run: Run, key: str, source: SampleSource, n: int, seed: int) -> Ta
             view.grounding = False
     order = sorted(range(len(preds)), key=lambda i: (_score_or(preds[i], metric), i))
     worst = [preds[i] for i in order[:n]]
-    rng = random.Random(f"{seed}:{key}")
-    picked = sorted(rng.sample(range(len(preds)), min(n, len(preds))))
+    # a task no bigger than the sample size is shown whole (as "worst"), not twice
+    picked = [] if len(preds) <= n else sorted(random.Random(f"{seed}:{key}").sample(range(len(preds)), n))
     info = entry.get("info", {}).get(metric)
     parser = info.get("parser", "qwen") if isinstance(info, dict) else "qwen"
     view.worst = [sample_view(p, metric, samples.get(p.sample_id), view.grounding, parser) for p in worst]
@@ -375,10 +377,15 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random sample (default 0)")
     p.add_argument("--data-dir", default=None, help="where the datasets live, for thumbnails (default: the run's)")
     p.add_argument("--tasks-dir", action="append", default=[], metavar="DIR", help="an extra directory of task specs")
+    p.add_argument("--allow-download", action="store_true",
+                   help="fetch hub datasets that are not cached, for thumbnails (default: local data only)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a self-contained HTML report of a run: metrics, worst and random samples, boxes, few-shot curves."""
+    if not args.allow_download:  # a report reads what is local (data_dir or the hub cache); it never downloads
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     run = open_run(args.run)
     output = Path(args.output) if args.output else run.path / "report.html"
     write_report(run, output, n_samples=args.samples, seed=args.seed, data_dir=args.data_dir, tasks_dir=args.tasks_dir)

@@ -53,6 +53,7 @@ def test_drop_not_significant_or_within_max_drop_passes(base, tmp_path, capsys):
     slightly = write_run(tmp_path / "slightly", [vqa(79), cap()])  # -1 point, one discordant sample
     code, out = check(capsys, slightly, "--baseline", base, "-v")
     assert code == 0 and "drop not significant" in out
+    assert check(capsys, slightly, "--baseline", base, "--significance", "1")[0] == 1  # 1: the drop alone decides
     worse = write_run(tmp_path / "worse", [vqa(60), cap()])
     code, out = check(capsys, worse, "--baseline", base, "--max-drop", "25")
     assert code == 0

@@ -85,6 +85,7 @@ def test_context_has_boxes_curves_and_notes(run_dir):
     views = {t.key: t for t in ctx["tasks"]}
     ground = views["ground_t"]
     assert ground.grounding and [s.sample_id for s in ground.worst] == ["g1", "g0"]  # wrong box first
+    assert ground.random == []  # two samples: shown whole, once
     g1 = ground.worst[0]
     assert g1.image.startswith("data:image/jpeg;base64,") and (g1.width, g1.height) == (400, 300)
     gt, pred = g1.boxes
@@ -92,9 +93,13 @@ def test_context_has_boxes_curves_and_notes(run_dir):
     assert pred.kind == "pred" and pred.x1 == pytest.approx(100 / 999 * 400, abs=1e-3)
     vqa = views["vqav2_mini"]
     assert vqa.worst[0].score == 0.0 and vqa.worst[0].image and "question: " in vqa.worst[0].question
-    assert vqa.notes == [] and ground.notes == []
+    assert vqa.notes == [] and ground.notes == [] and len(vqa.random) == 3
+    again = build_context(open_run(run), n_samples=3, tasks_dir=[str(tasks_dir)])
+    assert [s.sample_id for s in vqa.random] == [s.sample_id for s in again["tasks"][1].random]  # seeded
     assert "purple ×7, violet ×3" in [s.references for s in vqa.worst]
     assert any("images not shown" in n for n in views["elsewhere_t"].notes)
+    assert [t.key for t in ctx["tasks"]] == ["elsewhere_t", "vqav2_mini", "vqav2_mini_4shot", "vqav2_mini_8shot",
+                                             "ground_t"]  # paper order: general VQA, then grounding
     assert [c.task for c in ctx["curves"]] == ["vqav2_mini"]
     assert ctx["metrics"][0].family == "General VQA"
 
@@ -140,7 +145,7 @@ def test_page_renders_in_chromium(tmp_path):
     assert '<table class="metrics" id="metrics-table">' in dom
     table = dom.split('id="metrics-table"')[1].split("</table>")[0]
     assert "vqav2_mini" in table and "ground_t" in table and "55.00" in table and "50.00" in table
-    assert dom.count('class="box-pred"') == 4 and dom.count('class="box-gt"') == 4
+    assert dom.count('class="box-pred"') == 2 and dom.count('class="box-gt"') == 2  # 2 samples: shown once
 
     shot = tmp_path / "report.png"
     chromium([f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars", page.as_uri()], tmp_path / "profile")
