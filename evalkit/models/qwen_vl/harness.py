@@ -1,9 +1,12 @@
 """QwenVLModel: the runner-facing adapter (evalkit.models.base.Model) over QwenVLForCausalLM.
 
-Generation goes through transformers `generate()` (greedy) in batches; the fast engine is
-separate. Requests are turned into text with an empty `<img></img>` span per image and the
-images are passed explicitly, so nothing is read from paths written into prompts. Results do
-not depend on batch size or padding (positions come from the attention mask).
+By default `generate` and `loglikelihood` run on the batched engine (engine.py: static KV
+cache, each distinct image encoded once, per-request stop). `engine="hf"` selects the plain
+path through transformers `generate()` in batches: the baseline `evalkit bench` compares with
+and the reference the engine is tested against. Requests are turned into text with an empty
+`<img></img>` span per image and the images are passed explicitly, so nothing is read from
+paths written into prompts. Results do not depend on batch size or padding (positions come
+from the attention mask).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from evalkit.models.base import ModelError
 from evalkit.models.qwen_vl.checkpoint import weight_files
+from evalkit.models.qwen_vl.engine import EngineConfig, QwenVLEngine, cut_at_stop, request_text
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
 from evalkit.models.qwen_vl.tokenizer import VOCAB_FILE, QwenTokenizer
@@ -33,16 +37,8 @@ DTYPES = {
     "float16": torch.float16,
 }
 HASH_CHUNK = 1 << 20
-
-
-def request_text(request: Request) -> str:
-    """The prompt with each image part left out: its `<img>`/`</img>` tags are already in the text."""
-    return "".join(part for part in request.parts if isinstance(part, str))
-
-
-def cut_at_stop(text: str, stops: list[str]) -> str:
-    cuts = [text.find(s) for s in stops if s and s in text]
-    return text[: min(cuts)] if cuts else text
+ENGINES = ("fast", "hf")
+__all__ = ["QwenVLModel", "StopOnStrings", "cut_at_stop", "request_text"]
 
 
 class StopOnStrings(StoppingCriteria):
@@ -57,24 +53,35 @@ class StopOnStrings(StoppingCriteria):
 
 
 class QwenVLModel:
-    """Qwen-VL behind the Model protocol. `prompt_style` picks the task template ("base"/"chat")."""
+    """Qwen-VL behind the Model protocol. `prompt_style` picks the task template ("base"/"chat");
+    `engine` is "fast" (engine.py) or "hf" (transformers generate()); `batch_size` is an int or
+    "auto" (the engine finds the largest batch that fits; the hf path then uses 8)."""
 
     def __init__(
         self,
         model: QwenVLForCausalLM,
         processor: QwenVLProcessor,
         path: str,
-        batch_size: int = 8,
+        batch_size: int | str = 8,
         prompt_style: str = "base",
         name: str | None = None,
+        engine: str = "fast",
+        engine_config: EngineConfig | None = None,
     ):
+        if engine not in ENGINES:
+            raise ModelError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.path = path
-        self.batch_size = max(int(batch_size), 1)
+        auto = batch_size == "auto"
+        self.batch_size = 8 if auto else max(int(batch_size), 1)
         self.prompt_style = prompt_style
         self.name = name or f"qwen-vl:{Path(path).name}"
+        self.engine_name = engine
+        config = engine_config or EngineConfig()
+        config.batch_size = None if auto else self.batch_size
+        self.engine = QwenVLEngine(self.model, processor, config)
         self._identity: dict[str, Any] | None = None
 
     @classmethod
@@ -83,10 +90,14 @@ class QwenVLModel:
         path: str,
         dtype: str | None = None,
         device: str | None = None,
-        batch_size: int = 8,
+        batch_size: int | str = 8,
         prompt_style: str = "base",
+        engine: str = "fast",
     ) -> QwenVLModel:
-        """Load a local checkpoint dir. dtype: fp32/bf16/fp16 (default bf16 on CUDA, else fp32)."""
+        """Load a local checkpoint dir. dtype: fp32/bf16/fp16 (default bf16 on CUDA, else fp32);
+        batch_size: an int or "auto"; engine: "fast" or "hf" (transformers generate())."""
+        if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ModelError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
         ckpt = Path(path)
         if not (ckpt / "config.json").is_file():
             raise ModelError(f"{ckpt}: not a checkpoint directory (no config.json)")
@@ -106,7 +117,8 @@ class QwenVLModel:
         else:
             raise ModelError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16")
         model = QwenVLForCausalLM.from_pretrained(ckpt, dtype=torch_dtype).to(device)
-        return cls(model, QwenVLProcessor.from_pretrained(ckpt), str(ckpt), batch_size, prompt_style)
+        processor = QwenVLProcessor.from_pretrained(ckpt)
+        return cls(model, processor, str(ckpt), batch_size, prompt_style, engine=engine)
 
     def identity(self) -> dict[str, Any]:
         """Name, path and a weight fingerprint: sha256 over each weight file's name, size, first
@@ -141,13 +153,24 @@ class QwenVLModel:
         except ImageError as exc:
             raise ImageError(f"sample {request.sample_id}: {exc}") from exc
 
-    @torch.inference_mode()
     def generate(self, requests: list[Request]) -> list[str]:
+        if self.engine_name == "fast":
+            return self.engine.generate(requests)
+        return self.generate_hf(requests)
+
+    def loglikelihood(self, requests: list[Request]) -> list[list[ChoiceScore]]:
+        if self.engine_name == "fast":
+            return self.engine.loglikelihood(requests)
+        return self.loglikelihood_hf(requests)
+
+    @torch.inference_mode()
+    def generate_hf(self, requests: list[Request]) -> list[str]:
+        """transformers generate() in batches of `batch_size` requests with equal settings."""
         outputs: list[str] = [""] * len(requests)
 
         def settings(i: int) -> tuple:
             r = requests[i]
-            return (r.max_new_tokens, r.min_new_tokens, tuple(r.stop))
+            return (r.max_new_tokens, r.min_new_tokens, tuple(s for s in r.stop if s))
 
         order = sorted(range(len(requests)), key=settings)
         for key, group in groupby(order, key=settings):
@@ -184,7 +207,7 @@ class QwenVLModel:
         return [cut_at_stop(t, list(stops)) for t in texts]
 
     @torch.inference_mode()
-    def loglikelihood(self, requests: list[Request]) -> list[list[ChoiceScore]]:
+    def loglikelihood_hf(self, requests: list[Request]) -> list[list[ChoiceScore]]:
         """Sum of log-probs of each choice's tokens after the prompt (eval_mm's multiple-choice
         scoring: prompt and choice tokenized separately, then concatenated)."""
         rows: list[tuple[int, list[int], int]] = []  # (request index, ids, n choice tokens)

@@ -1,0 +1,529 @@
+"""Batched greedy generation and choice scoring for Qwen-VL: the fast path behind `qwen-vl:`.
+
+The engine drives the model's own modules (`model.transformer`, `model.lm_head`,
+`model.transformer.visual`): same weights, same math, so its outputs equal transformers
+`generate()` on the same model. What it changes is the work around them:
+
+- each distinct image (by `ImageRef.key`) goes through the vision tower once per run; its
+  features sit in a byte-bounded LRU cache (VQAv2 asks ~5 questions per image);
+- requests are sorted by prompt length, so a left-padded batch pads little, and prefilled
+  together into a static, pre-allocated KV cache (no per-step concatenation of the cache);
+- vocabulary logits are computed for the last prompt position only;
+- decode runs all rows of a batch in one forward per token; per-request stop (eos, stop
+  strings, max_new_tokens, min_new_tokens) is tensor work, and the rows that finished are
+  dropped from the cache once they are half of it (that is when dropping pays);
+- stop strings are checked in Python only for rows whose new token can complete one (its
+  bytes contain a stop string's last byte), so the per-token Python work does not grow with
+  the batch;
+- `batch_size=None` ("auto") starts from what memory allows and halves on out-of-memory,
+  retrying the same requests, so nothing is lost.
+
+Positions come from each row's attention mask (language.py), so results do not depend on
+the batch a request lands in or on the order of requests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+
+from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
+from evalkit.models.qwen_vl.processor import QwenVLProcessor
+from evalkit.task import ChoiceScore, ImageError, ImageRef, Request
+
+T = TypeVar("T")
+
+
+def request_text(request: Request) -> str:
+    """The prompt with each image part left out: its `<img>`/`</img>` tags are already in the text."""
+    return "".join(part for part in request.parts if isinstance(part, str))
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """`text` up to the first occurrence of any (non-empty) stop string."""
+    cuts = [text.find(s) for s in stops if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA OOM, or the CPU allocator's failure (a RuntimeError naming the allocation)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+@dataclass
+class EngineConfig:
+    """How the engine batches. `batch_size=None` is "auto": the largest batch memory allows
+    (at most `max_batch_size`), halved on out-of-memory."""
+
+    batch_size: int | None = None
+    max_batch_size: int = 256
+    cpu_max_batch_size: int = 64  # past this a CPU gains nothing: matmuls are already efficient
+    vision_batch_size: int = 16
+    feature_cache_bytes: int = 2 << 30
+    compile: bool = False  # torch.compile the vision tower and MLPs (shape-dynamic)
+
+
+@dataclass
+class EngineStats:
+    """Counters and phase timings (seconds) since the engine was built or `reset_stats()`."""
+
+    requests: int = 0
+    batches: int = 0
+    images_encoded: int = 0
+    image_cache_hits: int = 0
+    prompt_tokens: int = 0
+    padded_prompt_tokens: int = 0
+    generated_tokens: int = 0
+    decode_steps: int = 0
+    decode_row_steps: int = 0
+    vision_s: float = 0.0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    oom_backoffs: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "batch_sizes"} | {
+            "max_batch_size_used": max(self.batch_sizes, default=0)
+        }
+
+
+class FeatureCache:
+    """LRU map ImageRef.key -> image features [Q, D], bounded by total bytes.
+
+    A batch keeps its own references to the features it uses, so an eviction never takes
+    features away from the batch in flight.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def get(self, key: str) -> torch.Tensor | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: torch.Tensor) -> None:
+        if key in self._items:
+            self.bytes -= self._nbytes(self._items.pop(key))
+        self._items[key] = value
+        self.bytes += self._nbytes(value)
+        while self.bytes > self.max_bytes and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self.bytes -= self._nbytes(old)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+    @staticmethod
+    def _nbytes(t: torch.Tensor) -> int:
+        return t.numel() * t.element_size()
+
+
+class StaticKVCache:
+    """Pre-allocated keys and values [layers, batch, heads, max_len, head_dim].
+
+    Speaks the part of the transformers Cache interface the model uses: `get_seq_length()`
+    and `update(k, v, layer_idx)`, which writes in place and returns views of the filled
+    prefix (so attention costs what the sequence needs, not `max_len`). The last layer's
+    update advances the length. `qwen_ntk_alpha` is set by the model at prefill.
+    """
+
+    def __init__(self, layers: int, batch: int, heads: int, max_len: int, head_dim: int, dtype, device):
+        shape = (layers, batch, heads, max_len, head_dim)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+        self.layers = layers
+        self.length = 0
+        self.qwen_ntk_alpha: torch.Tensor | None = None
+
+    @classmethod
+    def for_model(cls, model: QwenVLForCausalLM, batch: int, max_len: int) -> StaticKVCache:
+        c = model.config
+        return cls(c.num_hidden_layers, batch, c.num_attention_heads, max_len, c.head_dim, model.dtype, model.device)
+
+    @staticmethod
+    def bytes_per_row(model: QwenVLForCausalLM, max_len: int) -> int:
+        c = model.config
+        elt = torch.empty((), dtype=model.dtype).element_size()
+        return 2 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * max_len * elt
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.length
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.size(2)
+        self.k[layer_idx, :, :, self.length : end] = k
+        self.v[layer_idx, :, :, self.length : end] = v
+        if layer_idx == self.layers - 1:
+            self.length = end
+        return self.k[layer_idx, :, :, :end], self.v[layer_idx, :, :, :end]
+
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Keep (or repeat) batch rows `index`: drops finished rows, fans a prompt out to its choices."""
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)
+        if self.qwen_ntk_alpha is not None:
+            self.qwen_ntk_alpha = self.qwen_ntk_alpha.index_select(0, index.cpu())
+
+
+@dataclass
+class Prepared:
+    """A request tokenized: prompt ids and its images in `<img>` order."""
+
+    ids: list[int]
+    images: list[ImageRef]
+    request: Request
+
+
+class QwenVLEngine:
+    """Batched greedy `generate` and choice `loglikelihood` over a QwenVLForCausalLM."""
+
+    def __init__(self, model: QwenVLForCausalLM, processor: QwenVLProcessor, config: EngineConfig | None = None):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.config = config or EngineConfig()
+        self.features = FeatureCache(self.config.feature_cache_bytes)
+        self.stats = EngineStats()
+        self._batch_size = self.config.batch_size  # lowered for good after an out-of-memory
+        self._stop_tables: dict[tuple[str, ...], torch.Tensor] = {}
+        self._token_bytes: list[bytes] | None = None
+        self._visual: Callable[[torch.Tensor], torch.Tensor] = model.transformer.visual
+        if self.config.compile:
+            self._visual = torch.compile(model.transformer.visual, dynamic=True)
+            for block in model.transformer.h:
+                block.mlp.compile(dynamic=True)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def reset_stats(self) -> None:
+        self.stats = EngineStats()
+
+    # -- public calls ----------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        """One greedy output per request, cut at its first stop string."""
+        prepared = [self._prepare(r) for r in requests]
+        return self._run_batched(prepared, lambda p: max(r.request.max_new_tokens for r in p), self._generate_batch)
+
+    @torch.inference_mode()
+    def loglikelihood(self, requests: Sequence[Request]) -> list[list[ChoiceScore]]:
+        """Summed log-probability of each choice's tokens after the prompt (prompt and choice
+        tokenized separately, then concatenated, as eval_mm scores multiple choice). The prompt
+        is prefilled once per request and its cache fanned out to the choices."""
+        prepared = [self._prepare(r) for r in requests]
+        choice_ids = {id(p): [self.tokenizer.encode(c) for c in (p.request.choices or [])] for p in prepared}
+
+        def extra_len(batch: list[Prepared]) -> int:
+            return max((len(c) for p in batch for c in choice_ids[id(p)]), default=0)
+
+        return self._run_batched(prepared, extra_len, lambda b: self._score_batch(b, choice_ids))
+
+    # -- planning --------------------------------------------------------------------------
+    def _prepare(self, request: Request) -> Prepared:
+        return Prepared(self.tokenizer.encode(request_text(request)), request.images, request)
+
+    def _run_batched(
+        self,
+        prepared: list[Prepared],
+        extra_len: Callable[[list[Prepared]], int],
+        run_batch: Callable[[list[Prepared]], list[T]],
+    ) -> list[T]:
+        """Sort by prompt length (then image, so questions on one image travel together), cut
+        into batches, run each; on out-of-memory halve the batch size and retry the same rows."""
+        order = sorted(
+            range(len(prepared)), key=lambda i: (len(prepared[i].ids), [im.key for im in prepared[i].images])
+        )
+        results: list[Any] = [None] * len(prepared)
+        start = 0
+        while start < len(order):
+            size = self._batch_size or self._auto_batch_size(prepared[order[start]], order, prepared, extra_len)
+            chunk = order[start : start + size]
+            batch = [prepared[i] for i in chunk]
+            try:
+                outputs = run_batch(batch)
+            except Exception as exc:
+                if not is_out_of_memory(exc) or len(chunk) == 1:
+                    raise
+                self._batch_size = max(len(chunk) // 2, 1)
+                self.stats.oom_backoffs += 1
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            self.stats.batches += 1
+            self.stats.requests += len(chunk)
+            self.stats.batch_sizes.append(len(chunk))
+            for i, out in zip(chunk, outputs):
+                results[i] = out
+            start += len(chunk)
+        return results
+
+    def _auto_batch_size(
+        self,
+        first: Prepared,
+        order: list[int],
+        prepared: list[Prepared],
+        extra_len: Callable[[list[Prepared]], int],
+    ) -> int:
+        """Rows that fit in ~70% of free memory, from a per-row estimate at the longest prompt
+        (KV cache + prefill activations + last-position logits); capped, at least 1."""
+        c = self.model.config
+        longest = max(len(p.ids) for p in prepared)
+        max_len = longest + extra_len(prepared)
+        elt = torch.empty((), dtype=self.model.dtype).element_size()
+        activations = longest * (4 * c.hidden_size + 2 * c.intermediate_size + 3 * c.hidden_size) * elt
+        attention = c.num_attention_heads * longest * longest * 4  # masked fallback score matrix
+        per_row = StaticKVCache.bytes_per_row(self.model, max_len) + activations + attention + 8 * c.vocab_size
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            cap = self.config.max_batch_size
+        else:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            cap = min(self.config.max_batch_size, self.config.cpu_max_batch_size)
+        return int(max(1, min(cap, 0.7 * free // per_row)))
+
+    # -- images ----------------------------------------------------------------------------
+    def _image_features(self, batch: list[Prepared]) -> torch.Tensor | None:
+        """Features [n_img, Q, D] of the batch's images in row-major `<img>` order; each distinct
+        key not in the cache is encoded once."""
+        refs = [im for p in batch for im in p.images]
+        if not refs:
+            return None
+        local: dict[str, torch.Tensor] = {}
+        missing: dict[str, tuple[ImageRef, Request]] = {}
+        for p in batch:
+            for ref in p.images:
+                if ref.key in local or ref.key in missing:
+                    continue
+                cached = self.features.get(ref.key)
+                if cached is not None:
+                    local[ref.key] = cached
+                    self.stats.image_cache_hits += 1
+                else:
+                    missing[ref.key] = (ref, p.request)
+        if missing:
+            started = self._now()
+            items = list(missing.items())
+            for s in range(0, len(items), self.config.vision_batch_size):
+                part = items[s : s + self.config.vision_batch_size]
+                pixels = torch.stack([self._pixels(ref, request) for _, (ref, request) in part])
+                out = self._visual(pixels.to(self.device, self.model.dtype))
+                for (key, _), feats in zip(part, out):
+                    local[key] = feats.clone()
+                    self.features.put(key, local[key])
+            self.stats.images_encoded += len(items)
+            self.stats.vision_s += self._now() - started
+        return torch.stack([local[ref.key] for ref in refs])
+
+    def _pixels(self, ref: ImageRef, request: Request) -> torch.Tensor:
+        try:
+            return self.processor.transform(ref)
+        except ImageError as exc:
+            raise ImageError(f"sample {request.sample_id}: {exc}") from exc
+
+    # -- prefill ---------------------------------------------------------------------------
+    def _prefill(self, batch: list[Prepared], extra: int) -> tuple[torch.Tensor, torch.Tensor, StaticKVCache]:
+        """Left-padded prefill into a fresh static cache with room for `extra` more tokens.
+
+        Returns the last-position hidden states [B, D], the attention mask [B, L + extra]
+        (ones after the prompt) and the cache.
+        """
+        features = self._image_features(batch)
+        started = self._now()
+        width = max(len(p.ids) for p in batch)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.ones(len(batch), width + extra, dtype=torch.long)
+        for row, p in enumerate(batch):
+            ids[row, width - len(p.ids) :] = torch.tensor(p.ids)
+            mask[row, : width - len(p.ids)] = 0
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        cache = StaticKVCache.for_model(self.model, len(batch), width + extra)
+        hidden = self.model.transformer(
+            input_ids=ids, attention_mask=mask[:, :width], image_features=features, cache=cache
+        )
+        last = hidden[:, -1]
+        self._sync()
+        self.stats.prefill_s += self._now() - started
+        self.stats.prompt_tokens += sum(len(p.ids) for p in batch)
+        self.stats.padded_prompt_tokens += width * len(batch)
+        return last, mask, cache
+
+    # -- generation ------------------------------------------------------------------------
+    def _generate_batch(self, batch: list[Prepared]) -> list[str]:
+        requests = [p.request for p in batch]
+        device, eos, pad = self.device, self.tokenizer.eod_id, self.tokenizer.pad_token_id
+        max_new = torch.tensor([r.max_new_tokens for r in requests], device=device)
+        min_new = torch.tensor([r.min_new_tokens for r in requests], device=device)
+        steps = int(max_new.max())
+        if steps <= 0:
+            return [""] * len(batch)
+        stop_sets = [tuple(s for s in r.stop if s) for r in requests]
+        tables = self._stop_table_rows(stop_sets)  # [B, V] bool or None
+
+        hidden, mask, cache = self._prefill(batch, steps)
+        started = self._now()
+        width = mask.size(1) - steps
+        tokens = torch.full((len(batch), steps), pad, dtype=torch.long, device=device)
+        rows = torch.arange(len(batch), device=device)  # cache row -> batch row
+        active = max_new > 0
+        produced = torch.zeros(len(batch), dtype=torch.long, device=device)
+        token = torch.full((len(batch),), pad, dtype=torch.long, device=device)
+        for step in range(steps):
+            if step > 0:
+                hidden = self.model.transformer(
+                    input_ids=token[:, None], attention_mask=mask[:, : width + step], cache=cache
+                )[:, -1]
+                self.stats.decode_row_steps += len(rows)
+            logits = self.model.lm_head(hidden)
+            if bool((min_new > step).any()):
+                logits[:, eos] = torch.where(min_new > step, float("-inf"), logits[:, eos])
+            token = torch.where(active, logits.argmax(-1), pad)
+            tokens[rows, step] = token
+            produced.index_add_(0, rows, active.long())
+            done = active & ((token == eos) | (max_new <= step + 1))
+            if tables is not None:
+                done |= self._hit_stop(tables, rows, token, active & ~done, tokens, step, stop_sets)
+            active = active & ~done
+            n_active = int(active.sum())
+            if n_active == 0:
+                break
+            if n_active <= len(rows) // 2:  # finished rows are half the batch: stop paying for them
+                keep = active.nonzero()[:, 0]
+                cache.select_rows(keep)
+                rows, active, token, mask = rows[keep], active[keep], token[keep], mask[keep]
+                max_new, min_new = max_new[keep], min_new[keep]
+                if tables is not None:
+                    tables = tables[keep]
+            self.stats.decode_steps += 1
+        self._sync()
+        self.stats.decode_s += self._now() - started
+        self.stats.generated_tokens += int(produced.sum())
+        texts = self.tokenizer.batch_decode(tokens.tolist(), skip_special_tokens=True)
+        return [cut_at_stop(t, s) for t, s in zip(texts, stop_sets)]
+
+    def _hit_stop(
+        self,
+        tables: torch.Tensor,
+        rows: torch.Tensor,
+        token: torch.Tensor,
+        candidates: torch.Tensor,
+        tokens: torch.Tensor,
+        step: int,
+        stop_sets: list[tuple[str, ...]],
+    ) -> torch.Tensor:
+        """Rows whose decoded new text now contains one of their stop strings. Only rows whose
+        new token can complete a stop string are decoded (see `_stop_table`)."""
+        vocab = tables.size(1)
+        could = candidates & tables.gather(1, token.clamp(max=vocab - 1)[:, None])[:, 0]
+        hit = torch.zeros_like(candidates)
+        for i in could.nonzero()[:, 0].tolist():
+            row = int(rows[i])
+            text = self.tokenizer.decode(tokens[row, : step + 1].tolist(), skip_special_tokens=True)
+            hit[i] = any(s in text for s in stop_sets[row])
+        return hit
+
+    def _stop_table_rows(self, stop_sets: list[tuple[str, ...]]) -> torch.Tensor | None:
+        if not any(stop_sets):
+            return None
+        vocab = self.model.config.vocab_size
+        none = torch.zeros(vocab, dtype=torch.bool, device=self.device)
+        return torch.stack([self._stop_table(s) if s else none for s in stop_sets])
+
+    def _stop_table(self, stops: tuple[str, ...]) -> torch.Tensor:
+        """[V] bool: can this token complete one of `stops`? A stop string newly present in the
+        decoded text ends in the new token's bytes, so the token must hold the stop's last byte
+        (UTF-8). `</img>` re-shapes earlier text on decode and ids past the tokenizer are
+        unknown: both are always checked."""
+        if stops not in self._stop_tables:
+            last = {s.encode("utf-8")[-1] for s in stops}
+            vocab = self.model.config.vocab_size
+            token_bytes = self._vocab_bytes()
+            table = [True] * vocab
+            for i in range(min(vocab, len(token_bytes))):
+                table[i] = any(b in last for b in token_bytes[i])
+            if self.tokenizer.img_end_id < vocab:
+                table[self.tokenizer.img_end_id] = True
+            if any("\ufffd" in s for s in stops):
+                table = [True] * vocab
+            self._stop_tables[stops] = torch.tensor(table, dtype=torch.bool, device=self.device)
+        return self._stop_tables[stops]
+
+    def _vocab_bytes(self) -> list[bytes]:
+        """Each token id's bytes as decoded with skip_special_tokens (special tokens: b"")."""
+        if self._token_bytes is None:
+            decoder = self.tokenizer.decoder
+            n = len(self.tokenizer)
+            self._token_bytes = [
+                v if isinstance(v := decoder.get(i, b""), bytes) and i < self.tokenizer.eod_id else b""
+                for i in range(n)
+            ]
+        return self._token_bytes
+
+    # -- choice scoring --------------------------------------------------------------------
+    def _score_batch(self, batch: list[Prepared], choice_ids: dict[int, list[list[int]]]) -> list[list[ChoiceScore]]:
+        choices = [choice_ids[id(p)] for p in batch]
+        extra = max((len(c) for cs in choices for c in cs), default=0)
+        hidden, mask, cache = self._prefill(batch, max(extra - 1, 0))
+        started = self._now()
+        first = torch.log_softmax(self.model.lm_head(hidden).float(), dim=-1)  # [B, V]
+        owner = [row for row, cs in enumerate(choices) for _ in cs]
+        flat = [c for cs in choices for c in cs]
+        scores = [0.0] * len(flat)
+        if flat and extra > 0:
+            device, pad = self.device, self.tokenizer.pad_token_id
+            owner_t = torch.tensor(owner, device=device)
+            ids = torch.full((len(flat), extra), pad, dtype=torch.long, device=device)
+            valid = torch.zeros(len(flat), extra, dtype=torch.bool, device=device)
+            for r, c in enumerate(flat):
+                ids[r, : len(c)] = torch.tensor(c)
+                valid[r, : len(c)] = True
+            logprobs = first.index_select(0, owner_t).gather(1, ids[:, :1])  # [R, 1]
+            if extra > 1:
+                cache.select_rows(owner_t)
+                width = mask.size(1) - (extra - 1)
+                fan_mask = torch.cat([mask[owner_t, :width], valid[:, : extra - 1].long()], dim=1)
+                hidden = self.model.transformer(
+                    input_ids=ids[:, : extra - 1], attention_mask=fan_mask, cache=cache
+                )
+                rest = torch.log_softmax(self.model.lm_head(hidden).float(), dim=-1)
+                logprobs = torch.cat([logprobs, rest.gather(2, ids[:, 1:, None])[..., 0]], dim=1)
+            logprobs = torch.where(valid, logprobs, 0.0).sum(-1)
+            scores = logprobs.tolist()
+        self._sync()
+        self.stats.prefill_s += self._now() - started
+        out: list[list[ChoiceScore]] = [[] for _ in batch]
+        for row, c, score in zip(owner, flat, scores):
+            out[row].append(ChoiceScore(logprob=float(score), n_tokens=len(c)))
+        return out
+
+    # -- timing ----------------------------------------------------------------------------
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @staticmethod
+    def _now() -> float:
+        return time.perf_counter()
