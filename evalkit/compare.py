@@ -269,7 +269,7 @@ class Table:
 
     def render(self, fmt: str = "md") -> str:
         if fmt == "csv":
-            return self.numeric_frame().to_csv(index=False)
+            return self.numeric_frame().to_csv(index=False, float_format="%.6g")
         frame = self.display_frame()
         notes = [f"[{i}] {text}" for i, text in enumerate(self.notes, 1)]
         if fmt == "md":
@@ -540,9 +540,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """
     runs = [open_run(p) for p in args.runs]
     baseline = None
-    if args.baseline:
-        base_path = Path(args.baseline).resolve()
-        baseline = next((r for r, p in zip(runs, args.runs) if Path(p).resolve() == base_path), None) or open_run(args.baseline)
+    if args.baseline:  # one of the runs (however its path is spelled) or an extra first column
+        same = [r for r, p in zip(runs, args.runs) if _run_file(p) == _run_file(args.baseline)]
+        baseline = same[0] if same else open_run(args.baseline)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     paper = load_paper(args.paper or None) if args.paper is not None else None
     text = build_table(runs, baseline, tasks, paper, args.significance).render(args.format)
@@ -554,6 +554,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     return 0
+
+
+def _run_file(path: str) -> Path:
+    p = Path(path).resolve()
+    return p / "run.json" if p.is_dir() else p
 
 
 def add_diff_arguments(p: argparse.ArgumentParser) -> None:
