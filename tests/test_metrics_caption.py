@@ -15,12 +15,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 
 from evalkit.metrics import get_metric
 from evalkit.metrics.caption import REFERENCE_SET_NOTE, caption_scores, evaluate_captions, meteor_scorer
 from evalkit.task import Prediction, Sample
 
-FAKECAP = Path(__file__).resolve().parents[1].parent / "shared/external/coco-caption/captions_val2014_fakecap_results.json"
+FAKECAP = SHARED / "external/coco-caption/captions_val2014_fakecap_results.json"
 
 FROZEN = {
     "BLEU_1": 0.7234042553174388, "BLEU_2": 0.6312950299252368, "BLEU_3": 0.5598210045649433,
