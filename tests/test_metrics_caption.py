@@ -12,7 +12,6 @@ separately, then Bleu(4), Meteor(), Rouge(), Cider()) with pycocoevalcap 1.2, on
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from conftest import SHARED
