@@ -330,13 +330,11 @@ def select_keys(runs: list[Run], wanted: list[str] | None) -> list[str]:
     for run in runs:
         for key, entry in run.tasks.items():
             seen.setdefault(key, entry)
-    if wanted:
-        keys = [k for k, e in seen.items() if {k, e.get("task"), *(e.get("groups") or [])} & set(wanted)]
-        unknown = [w for w in wanted if not any(w in {k, e.get("task"), *(e.get("groups") or [])} for k, e in seen.items())]
-        if unknown:
-            raise RunError(f"no results for {', '.join(unknown)} in these runs (they have: {', '.join(seen)})")
-    else:
-        keys = list(seen)
+    names = {k: {k, e.get("task"), *(e.get("groups") or [])} for k, e in seen.items()}
+    keys = [k for k in seen if not wanted or names[k] & set(wanted)]
+    unknown = [w for w in wanted or [] if not any(w in n for n in names.values())]
+    if unknown:
+        raise RunError(f"no results for {', '.join(unknown)} in these runs (they have: {', '.join(seen)})")
     order = {k: i for i, k in enumerate(seen)}
     return sorted(keys, key=lambda k: (family_rank(family_of(seen[k])), order[k]))
 
@@ -533,7 +531,7 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Compare runs in one table: tasks x runs, primary metric with 95% CI, deltas and significance vs --baseline.
+    """Compare runs in one table: tasks x runs, primary metric with its 95-percent CI, deltas and significance vs --baseline.
 
     Values are points (stored 0..1 metric x 100). Runs that evaluated different samples, task
     specs, prompts or settings are flagged with numbered notes under the table.

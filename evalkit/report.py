@@ -27,7 +27,7 @@ from typing import Any
 from markupsafe import Markup
 
 from evalkit.compare import family_of, open_run, select_keys, to_points
-from evalkit.results import Run, atomic_write_text
+from evalkit.results import Run, RunError, atomic_write_text
 from evalkit.task import ImageError, Prediction, Sample
 
 THUMB_SIDE = 360  # px, longest side of an embedded thumbnail
@@ -230,7 +230,7 @@ def task_view(run: Run, key: str, source: SampleSource, n: int, seed: int) -> Ta
                     entry.get("n_samples", 0), [], [])
     try:
         preds = run.samples(key)
-    except Exception as exc:  # a bare run.json: the table is all there is
+    except RunError as exc:  # a bare run.json: the table is all there is
         view.notes.append(f"no per-sample predictions ({exc})")
         return view
     view.grounding = is_grounding(entry, preds)

@@ -98,6 +98,13 @@ def test_paper_column(tmp_path):
     assert frame.loc["okvqa_val_4shot", "Qwen-VL-Chat (paper)"] == "60.60"
 
 
+def test_cli_paper_uses_the_repo_file(tmp_path, capsys):
+    run = write_run(tmp_path / "r", [FakeTask("okvqa_val", [1.0, 0.0])])
+    assert main(["compare", str(run), "--paper"]) == 0
+    assert "| Qwen-VL (paper)" in capsys.readouterr().out
+    assert main(["compare", str(run), "--paper", str(tmp_path / "missing.json")]) == 2
+
+
 def test_bare_baseline_uses_ci_test_not_neighbouring_samples(tmp_path, runs):
     a, b = runs
     bare = tmp_path / "baselines" / "demo.json"
@@ -121,6 +128,14 @@ def test_cli_compare_and_filters(runs, capsys, tmp_path):
     assert main(["compare", str(a), str(tmp_path / "nope")]) == 2
     assert main(["compare", str(a), "--tasks", "gqa"]) == 2
     assert "no results for gqa" in capsys.readouterr().err
+
+
+def test_help_texts_render(capsys):
+    for argv in (["--help"], ["compare", "--help"], ["diff", "--help"], ["check", "--help"], ["report", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+    assert "diff" in capsys.readouterr().out
 
 
 def test_diff_orders_by_score_change(tmp_path, capsys):
