@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import SHARED
 from run_fixtures import FakeTask, write_run
 
 from evalkit.cli import main
 from evalkit.compare import ScoreBook, build_table, diff_runs, open_run, significance_of
 
-SHARED_PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper_numbers.json"
+SHARED_PAPER = SHARED / "paper_numbers.json"
 
 
 def vqa(correct: int, n: int = 100, **kw) -> FakeTask:
