@@ -11,8 +11,12 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evalkit import __version__
+
+if TYPE_CHECKING:
+    from evalkit.distributed import Dist
 
 # The embedded default: what `evalkit run` does with no arguments.
 DEFAULT_MODEL = "replay:{evalkit}/data/bundled/vqav2_mini/predictions_eval_mm.json"
@@ -87,6 +91,17 @@ def _slug(text: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Under torchrun each rank runs a shard and rank 0 alone prints and writes the results."""
+    from evalkit.distributed import Dist
+
+    dist = Dist.from_env().init()
+    try:
+        return _run(args, dist)
+    finally:
+        dist.close()
+
+
+def _run(args: argparse.Namespace, dist: Dist) -> int:
     from evalkit.models import load_model
     from evalkit.registry import Registry
     from evalkit.results import metrics_table
@@ -97,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     specs = Registry(extra_dirs=args.tasks_dir).select(args.tasks or DEFAULT_TASKS)
     model_spec_resolved = model_spec.replace("{evalkit}", str(Path(__file__).resolve().parent))
     output = Path(args.output) if args.output else Path("runs") / _slug(model_spec)
-    options = {"batch_size": args.batch_size, "dtype": args.dtype, "device": args.device}
+    options = {"batch_size": args.batch_size, "dtype": args.dtype, "device": args.device or dist.device()}
     model = load_model(model_spec_resolved, **{k: v for k, v in options.items() if v is not None})
     settings = RunSettings(
         output=output, shots=args.shots, limit=args.limit, seed=args.seed,
@@ -105,9 +120,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         prompt_style=args.prompt_style, data_dir=args.data_dir, max_errors=args.max_errors,
         model_spec=model_spec, progress=not args.no_progress and sys.stderr.isatty(),
     )
-    if default:
+    if default and dist.is_main:
         print(f"evalkit: no --model/--tasks given: running the embedded default ({model_spec} on {DEFAULT_TASKS})")
-    data = Runner(model, settings).run(specs)
+    data = Runner(model, settings, dist).run(specs)
+    if data is None:  # not rank 0
+        return 0
     print(metrics_table(data))
     _print_notes(data)
     print(f"\nresults: {output / 'run.json'}")
@@ -204,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _is_user_error(exc: Exception) -> bool:
     from evalkit.data.loader import DatasetError
+    from evalkit.distributed import DistributedError
     from evalkit.models.base import ModelError
     from evalkit.prompts import PromptError
     from evalkit.registry import SpecError, UnknownTaskError
@@ -211,7 +229,7 @@ def _is_user_error(exc: Exception) -> bool:
     from evalkit.runner import Interrupted, TooManyErrors
 
     return isinstance(exc, DatasetError | ModelError | PromptError | SpecError | UnknownTaskError | RunError
-                      | Interrupted | TooManyErrors | FileNotFoundError)
+                      | Interrupted | TooManyErrors | DistributedError | FileNotFoundError)
 
 
 if __name__ == "__main__":

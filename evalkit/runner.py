@@ -5,6 +5,11 @@ before the next starts, so a kill loses at most the batch in flight and re-runni
 command recomputes nothing already there. A request that fails (an undecodable image, a
 missing replayed prediction) is retried alone and, if it fails again, recorded on its
 sample with the reason; the run goes on and the summary counts it.
+
+Under torchrun (`evalkit.distributed`) each rank runs its share of the pending samples and
+appends them to its own `samples/<key>.rank<N>.jsonl`; rank 0 gathers, scores, rewrites
+`samples/<key>.jsonl` and deletes the rank files. A resumed run (with any number of ranks)
+counts every cache file of a task as done, so no sample is lost or computed twice.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from tqdm.auto import tqdm
 
 from evalkit import __version__
 from evalkit.data import load_samples
+from evalkit.distributed import Dist
 from evalkit.models.base import Model
 from evalkit.prompts import PromptError, build_request, choice_letters, choose_shots
 from evalkit.results import SCHEMA, RunError, SampleCache, atomic_write_json, result_key
@@ -54,14 +60,21 @@ class TooManyErrors(RuntimeError):
 
 
 @contextmanager
-def _stop_after_batch() -> Iterator[dict[str, bool]]:
-    """First Ctrl-C asks to stop after the current batch; a second one stops at once."""
+def _stop_after_batch(escalate: bool = True) -> Iterator[dict[str, bool]]:
+    """First Ctrl-C asks to stop after the current batch; a second one stops at once.
+
+    Under torchrun a Ctrl-C reaches each rank twice (the terminal's and the one torchrun
+    forwards), so there `escalate` is off and torchrun's own SIGKILL after its grace period
+    is the hard stop.
+    """
     flag = {"stop": False}
     previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum: int, frame: Any) -> None:
         if flag["stop"]:
-            raise KeyboardInterrupt
+            if escalate:
+                raise KeyboardInterrupt
+            return
         flag["stop"] = True
         print("\ninterrupt: finishing the current batch (Ctrl-C again to abort now)", file=sys.stderr)
 
@@ -77,22 +90,26 @@ def _stop_after_batch() -> Iterator[dict[str, bool]]:
 
 
 class Runner:
-    def __init__(self, model: Model, settings: RunSettings):
+    def __init__(self, model: Model, settings: RunSettings, dist: Dist | None = None):
         self.model = model
         self.settings = settings
         self.style = settings.prompt_style or getattr(model, "prompt_style", "base")
         self.out = Path(settings.output)
+        self.dist = dist or Dist()
 
-    def run(self, specs: list[TaskSpec]) -> dict[str, Any]:
+    def run(self, specs: list[TaskSpec]) -> dict[str, Any] | None:
+        """Evaluate `specs`; the run data on rank 0 (None on the other ranks, which write no run files)."""
         started = time.time()
         identity = self.model.identity()
-        self._check_manifest(identity, specs)
+        self.dist.on_main(lambda: self._check_manifest(identity, specs))
         results: dict[str, Any] = {}
-        with _stop_after_batch() as stop:
+        with _stop_after_batch(escalate=not self.dist.enabled) as stop:
             for spec in specs:
                 samples = self._plan(spec)
                 for k in self.settings.shots:
                     results[result_key(spec.name, k)] = self._run_task(spec, samples, k, stop)
+        if not self.dist.is_main:
+            return None
         data = {
             "schema": SCHEMA,
             "evalkit_version": __version__,
@@ -101,7 +118,7 @@ class Runner:
             "settings": self._settings_record(specs),
             "versions": versions(),
             "tasks": results,
-            "timing": {"total_seconds": round(time.time() - started, 3)},
+            "timing": {"total_seconds": round(time.time() - started, 3), "world_size": self.dist.world_size},
         }
         atomic_write_json(self.out / "run.json", data)
         return data
@@ -122,6 +139,8 @@ class Runner:
 
     def _check_manifest(self, identity: dict[str, Any], specs: list[TaskSpec]) -> None:
         """A folder's cache is only valid for the same model, seed, prompt style and specs."""
+        for stale in [*self.out.glob(".*.tmp"), *self.out.glob("samples/.*.tmp")]:
+            stale.unlink(missing_ok=True)  # an atomic write cut short by a kill; never read
         path = self.out / "manifest.json"
         mine = {
             "model": identity,
@@ -157,27 +176,62 @@ class Runner:
 
     # ------------------------------------------------------------ one task
 
-    def _run_task(self, spec: TaskSpec, samples: list[Sample], shots: int, stop: dict[str, bool]) -> dict[str, Any]:
+    def _run_task(
+        self, spec: TaskSpec, samples: list[Sample], shots: int, stop: dict[str, bool]
+    ) -> dict[str, Any]:
         key = result_key(spec.name, shots)
         cache = SampleCache(self.out / "samples" / f"{key}.jsonl")
-        done = cache.load()
-        pending = [s for s in samples if s.id not in done]
+        done: dict[str, Prediction] = {}  # filled on rank 0 only
+
+        def pending_ids() -> list[str]:
+            done.update(self._load_cached(key))
+            return [s.id for s in samples if s.id not in done]
+
+        pending_set = set(self.dist.on_main(pending_ids))
+        mine = self.dist.shard([s for s in samples if s.id in pending_set])
+        own = cache if not self.dist.enabled else SampleCache(cache.path.with_suffix(f".rank{self.dist.rank}.jsonl"))
         pool = self._shot_pool(spec) if shots else []
         started = time.time()
-        bar = tqdm(total=len(samples), initial=len(samples) - len(pending), desc=key, unit="sample",
-                   disable=not self.settings.progress, leave=False)
+        bar = tqdm(total=len(samples), initial=len(samples) - len(pending_set), desc=key, unit="sample",
+                   disable=not self.settings.progress or not self.dist.is_main, leave=False)
         bs = max(1, int(self.settings.batch_size))
-        for i in range(0, len(pending), bs):
-            chunk = pending[i : i + bs]
+        new: list[Prediction] = []
+        for i in range(0, len(mine), bs):
+            chunk = mine[i : i + bs]
             preds = self._predict(spec, chunk, shots, pool)
-            cache.append(preds)
-            done.update({p.sample_id: p for p in preds})
-            bar.update(len(chunk))
-            self._check_errors(spec, done.values())
+            own.append(preds)
+            new += preds
+            bar.update(len(chunk) * self.dist.world_size)
+            self._check_errors(spec, [*done.values(), *new])  # this rank's share; rank 0 checks the total
             if stop["stop"]:
                 bar.close()
                 raise Interrupted(f"stopped during {key}; re-run the same command to resume")
         bar.close()
+        gathered = self.dist.gather(new)
+        return self.dist.on_main(lambda: self._finish_task(spec, samples, shots, done, gathered or [], started))
+
+    def _load_cached(self, key: str) -> dict[str, Prediction]:
+        """Every prediction cached for `key`: the task file, then rank files a torchrun run left behind."""
+        samples_dir = self.out / "samples"
+        done = SampleCache(samples_dir / f"{key}.jsonl").load()
+        for file in self._rank_files(key):
+            for sid, pred in SampleCache(file).load().items():
+                done.setdefault(sid, pred)
+        return done
+
+    def _rank_files(self, key: str) -> list[Path]:
+        return sorted((self.out / "samples").glob(f"{key}.rank*.jsonl"))
+
+    def _finish_task(
+        self, spec: TaskSpec, samples: list[Sample], shots: int, done: dict[str, Prediction],
+        gathered: list[list[Prediction]], started: float,
+    ) -> dict[str, Any]:
+        """Rank 0: merge every rank's predictions, score, and rewrite the task's file in dataset order."""
+        key = result_key(spec.name, shots)
+        cache = SampleCache(self.out / "samples" / f"{key}.jsonl")
+        for part in gathered:
+            done.update({p.sample_id: p for p in part})
+        self._check_errors(spec, done.values())
         preds = [done[s.id] for s in samples]
         for p in preds:
             p.scores = {}
@@ -192,6 +246,8 @@ class Runner:
         else:
             scored = score_task(spec, samples, preds, seed=self.settings.seed)
         cache.finalize(preds)
+        for file in self._rank_files(key):  # merged into the task file above
+            file.unlink()
         return {
             **extra,
             "task": spec.name,

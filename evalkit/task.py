@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,7 +68,8 @@ class ImageRef:
             raise
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             where = self.path or self.key
-            raise ImageError(f"cannot decode image {where}: {exc}") from exc
+            detail = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the image data", str(exc))  # no memory addresses:
+            raise ImageError(f"cannot decode image {where}: {detail}") from exc  # reruns must write the same bytes
 
     def __repr__(self) -> str:
         return f"ImageRef({self.path or self.key})"

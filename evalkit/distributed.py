@@ -1,0 +1,134 @@
+"""Data-parallel evaluation under `torchrun`: who this process is, which samples it runs, and how
+rank 0 learns what the others produced.
+
+One process per GPU (or several CPU processes with gloo). Every rank plans the same sample list;
+rank 0 decides which samples are still pending and broadcasts that list, each rank takes every
+`world_size`-th pending sample (deterministic by index, so a resumed run with another number of
+ranks still covers each sample exactly once), appends its predictions to its own cache file,
+and rank 0 gathers the predictions, scores and writes the run files. Nothing here depends on
+the number of ranks, so results are identical to a single-process run.
+
+Outside torchrun (no `WORLD_SIZE` in the environment, or 1) everything is a no-op and no
+process group is created.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Ranks wait for the slowest one at each task's gather; shards are balanced but a long task on a
+# slow device can still take a while, so the collective timeout is generous (minutes, overridable).
+DEFAULT_TIMEOUT_MIN = 120
+
+
+class DistributedError(RuntimeError):
+    """A failure on rank 0 that every rank must stop on (e.g. a run folder of another model)."""
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job: rank, world size and rank within its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        """What torchrun (or any launcher setting RANK/WORLD_SIZE/LOCAL_RANK) says."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        if world < 1 or not 0 <= rank < world:
+            raise DistributedError(f"bad torchrun environment: RANK={rank} WORLD_SIZE={world}")
+        return cls(rank=rank, world_size=world, local_rank=local)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def device(self) -> str | None:
+        """The device this rank should load the model on: its own GPU under torchrun, else None (default)."""
+        if not self.enabled:
+            return None
+        import torch
+
+        return f"cuda:{self.local_rank}" if torch.cuda.is_available() else None
+
+    def init(self, backend: str | None = None) -> Dist:
+        """Join the process group: nccl where this rank has a GPU, gloo otherwise."""
+        if not self.enabled:
+            return self
+        import torch
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            return self
+        if backend is None:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(self.local_rank)  # object collectives use the current device
+        minutes = float(os.environ.get("EVALKIT_DIST_TIMEOUT_MIN", DEFAULT_TIMEOUT_MIN))
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=minutes))
+        return self
+
+    def close(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    # ------------------------------------------------------------ work split and exchange
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This rank's share: items rank, rank + world_size, ... (round-robin keeps shards balanced)."""
+        return list(items[self.rank :: self.world_size])
+
+    def on_main(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on rank 0 only and hand its result to every rank.
+
+        If it raises, every rank raises (the same message as DistributedError on the others),
+        so a check made once on rank 0 cannot leave the other ranks waiting in a collective.
+        """
+        if not self.enabled:
+            return fn()
+        import torch.distributed as dist
+
+        box: list[Any] = [None]
+        error: BaseException | None = None
+        if self.is_main:
+            try:
+                box[0] = ("ok", fn())
+            except Exception as exc:  # shared with the other ranks, then re-raised here
+                error = exc
+                box[0] = ("error", f"{exc}")
+        dist.broadcast_object_list(box, src=0)
+        status, value = box[0]
+        if error is not None:
+            raise error
+        if status == "error":
+            raise DistributedError(value)
+        return value
+
+    def gather(self, value: T) -> list[T] | None:
+        """Every rank's `value`, in rank order, on rank 0 (None on the others)."""
+        if not self.enabled:
+            return [value]
+        import torch.distributed as dist
+
+        out: list[Any] | None = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, out, dst=0)
+        return out
