@@ -97,6 +97,23 @@ class Dist:
         """This rank's share: items rank, rank + world_size, ... (round-robin keeps shards balanced)."""
         return list(items[self.rank :: self.world_size])
 
+    def steps(self, n_items: int, batch_size: int) -> int:
+        """Batches the largest shard of `n_items` needs: every rank runs this many steps, in lockstep."""
+        largest = -(-n_items // self.world_size)
+        return -(-largest // batch_size)
+
+    def sum(self, *values: int) -> tuple[int, ...]:
+        """Each value summed over all ranks (all-reduce), returned on every rank."""
+        if not self.enabled:
+            return values
+        import torch
+        import torch.distributed as dist
+
+        device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+        tensor = torch.tensor(values, dtype=torch.int64, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tuple(int(v) for v in tensor.tolist())
+
     def on_main(self, fn: Callable[[], T]) -> T:
         """Run `fn` on rank 0 only and hand its result to every rank.
 

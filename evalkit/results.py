@@ -9,6 +9,7 @@ dataset order with the per-sample scores.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,6 +22,9 @@ from typing import Any
 from evalkit.task import Prediction
 
 SCHEMA = "evalkit.run/1"
+# A lone surrogate (legal in a JSON string escape, so a replayed or decoded output can hold one) has
+# no UTF-8 form; written as its `\udXXX` escape it stays valid JSON that loads back to the same string.
+JSON_ESCAPE = "backslashreplace"
 
 
 class RunError(RuntimeError):
@@ -33,7 +37,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make results unreadable to the team
+        with os.fdopen(fd, "w", encoding="utf-8", errors=JSON_ESCAPE) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -41,6 +46,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
@@ -73,37 +85,66 @@ class SampleCache:
         if not self.path.exists():
             return {}
         raw = self.path.read_bytes()
-        out: dict[str, Prediction] = {}
-        good_end = 0
-        pos = 0
-        for line in raw.splitlines(keepends=True):
-            pos += len(line)
-            if not line.endswith(b"\n"):
-                break  # torn final line: the write never finished
-            try:
-                record = json.loads(line)
-                pred = Prediction.from_json(record)
-            except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
-                break  # corrupt from here on: keep only what precedes it
-            out[pred.sample_id] = pred
-            good_end = pos
+        out, good_end = self._scan(raw)
         if good_end < len(raw):
             with open(self.path, "r+b") as f:
                 f.truncate(good_end)
         return out
+
+    def read_finished(self) -> list[Prediction]:
+        """A finished run's predictions, in file order; any torn or corrupt line is an error, not a shorter list.
+
+        Unlike `load` (resuming, where a bad tail is recomputed) this never changes the file: a
+        compare or report must not quietly score fewer samples than the run has.
+        """
+        raw = self.path.read_bytes()
+        out, good_end = self._scan(raw)
+        if good_end < len(raw):
+            line = raw[:good_end].count(b"\n") + 1
+            raise RunError(f"{self.path}: line {line} is torn or corrupt; re-run the same command to redo it")
+        return list(out.values())
+
+    @staticmethod
+    def _scan(raw: bytes) -> tuple[dict[str, Prediction], int]:
+        """The predictions of the valid lines before the first bad one, and where that bad one starts."""
+        out: dict[str, Prediction] = {}
+        good_end = 0
+        for line in raw.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # torn final line: the write never finished
+            pred = _parse_line(line)
+            if pred is None:
+                break  # corrupt from here on: keep only what precedes it
+            out[pred.sample_id] = pred
+            good_end += len(line)
+        return out, good_end
 
     def append(self, predictions: Iterable[Prediction]) -> None:
         lines = "".join(dumps(p.to_json()) + "\n" for p in predictions)
         if not lines:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
+        with open(self.path, "a", encoding="utf-8", errors=JSON_ESCAPE) as f:
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())
 
     def finalize(self, predictions: list[Prediction]) -> None:
         atomic_write_text(self.path, "".join(dumps(p.to_json()) + "\n" for p in predictions))
+
+
+def _parse_line(line: bytes) -> Prediction | None:
+    """One cache line as a Prediction, or None when it is not one whole record this module wrote."""
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not (isinstance(record, dict) and isinstance(record.get("sample_id"), str) and isinstance(record.get("task"), str)):
+        return None
+    try:
+        return Prediction.from_json(record)
+    except TypeError:
+        return None
 
 
 def result_key(task: str, shots: int) -> str:
@@ -130,7 +171,7 @@ class Run:
         file = self.path / "samples" / f"{key}.jsonl"
         if not file.exists():
             raise RunError(f"{self.path}: no samples file for {key} ({file})")
-        return list(SampleCache(file).load().values())
+        return SampleCache(file).read_finished()
 
 
 def load_run(path: str | Path) -> Run:

@@ -34,7 +34,7 @@ from evalkit.models.base import Model
 from evalkit.prompts import PromptError, build_request, choice_letters, choose_shots
 from evalkit.results import SCHEMA, RunError, SampleCache, atomic_write_json, result_key
 from evalkit.scoring import postprocess, score_task
-from evalkit.task import Prediction, Request, Sample, TaskSpec, stable_hash
+from evalkit.task import ChoiceScore, Prediction, Request, Sample, TaskSpec, stable_hash
 
 
 @dataclass
@@ -59,6 +59,10 @@ class TooManyErrors(RuntimeError):
     pass
 
 
+class MalformedOutput(ValueError):
+    """A model result of the wrong type or count; recorded on its sample like any other failure."""
+
+
 @contextmanager
 def _stop_after_batch(escalate: bool = True) -> Iterator[dict[str, bool]]:
     """First Ctrl-C asks to stop after the current batch; a second one stops at once.
@@ -76,7 +80,8 @@ def _stop_after_batch(escalate: bool = True) -> Iterator[dict[str, bool]]:
                 raise KeyboardInterrupt
             return
         flag["stop"] = True
-        print("\ninterrupt: finishing the current batch (Ctrl-C again to abort now)", file=sys.stderr)
+        again = "Ctrl-C again to abort now" if escalate else "torchrun stops the workers if they take too long"
+        print(f"\ninterrupt: finishing the current batch ({again})", file=sys.stderr)
 
     try:
         signal.signal(signal.SIGINT, handler)
@@ -149,9 +154,7 @@ class Runner:
             "tasks": {s.name: s.spec_hash() for s in specs},
         }
         if path.exists():
-            import json
-
-            old = json.loads(path.read_text(encoding="utf-8"))
+            old = _read_manifest(path)
             for key in ("model", "seed", "prompt_style"):
                 if old.get(key) != mine[key]:
                     raise RunError(
@@ -180,35 +183,53 @@ class Runner:
         self, spec: TaskSpec, samples: list[Sample], shots: int, stop: dict[str, bool]
     ) -> dict[str, Any]:
         key = result_key(spec.name, shots)
-        cache = SampleCache(self.out / "samples" / f"{key}.jsonl")
         done: dict[str, Prediction] = {}  # filled on rank 0 only
 
-        def pending_ids() -> list[str]:
+        def pending() -> tuple[list[str], int]:
             done.update(self._load_cached(key))
-            return [s.id for s in samples if s.id not in done]
+            return [s.id for s in samples if s.id not in done], sum(1 for p in done.values() if p.error)
 
-        pending_set = set(self.dist.on_main(pending_ids))
-        mine = self.dist.shard([s for s in samples if s.id in pending_set])
-        own = cache if not self.dist.enabled else SampleCache(cache.path.with_suffix(f".rank{self.dist.rank}.jsonl"))
+        pending_ids, cached_errors = self.dist.on_main(pending)
+        pending_set = set(pending_ids)
         pool = self._shot_pool(spec) if shots else []
         started = time.time()
         bar = tqdm(total=len(samples), initial=len(samples) - len(pending_set), desc=key, unit="sample",
                    disable=not self.settings.progress or not self.dist.is_main, leave=False)
-        bs = max(1, int(self.settings.batch_size))
-        new: list[Prediction] = []
-        for i in range(0, len(mine), bs):
-            chunk = mine[i : i + bs]
-            preds = self._predict(spec, chunk, shots, pool)
-            own.append(preds)
-            new += preds
-            bar.update(len(chunk) * self.dist.world_size)
-            self._check_errors(spec, [*done.values(), *new])  # this rank's share; rank 0 checks the total
-            if stop["stop"]:
-                bar.close()
-                raise Interrupted(f"stopped during {key}; re-run the same command to resume")
-        bar.close()
+        try:
+            new = self._run_shard(spec, [s for s in samples if s.id in pending_set], shots, pool, stop, cached_errors, bar)
+        finally:
+            bar.close()
         gathered = self.dist.gather(new)
         return self.dist.on_main(lambda: self._finish_task(spec, samples, shots, done, gathered or [], started))
+
+    def _run_shard(
+        self, spec: TaskSpec, pending: list[Sample], shots: int, pool: list[Sample], stop: dict[str, bool],
+        cached_errors: int, bar: Any,
+    ) -> list[Prediction]:
+        """This rank's share of `pending`, batch by batch, each appended to its cache file as it completes.
+
+        Ranks step in lockstep (the same number of steps, a short one or an empty one at the end) and
+        agree after each step on the error count and on a Ctrl-C, so every rank stops at the same step
+        with the same message and none is left waiting in a collective for a rank that has gone.
+        """
+        key = result_key(spec.name, shots)
+        cache = SampleCache(self.out / "samples" / f"{key}.jsonl")
+        own = SampleCache(cache.path.with_suffix(f".rank{self.dist.rank}.jsonl")) if self.dist.enabled else cache
+        mine = self.dist.shard(pending)
+        bs = max(1, int(self.settings.batch_size))
+        errors = cached_errors
+        new: list[Prediction] = []
+        for step in range(self.dist.steps(len(pending), bs)):
+            preds = self._predict(spec, mine[step * bs : (step + 1) * bs], shots, pool)
+            own.append(preds)
+            new += preds
+            n_done, n_errors, n_stop = self.dist.sum(len(preds), sum(1 for p in preds if p.error), int(stop["stop"]))
+            bar.update(n_done)
+            errors += n_errors
+            self._check_errors(spec, errors)
+            if n_stop:
+                raise Interrupted(f"stopped during {key}; re-run the same command to resume")
+        return new
 
     def _load_cached(self, key: str) -> dict[str, Prediction]:
         """Every prediction cached for `key`: the task file, then rank files a torchrun run left behind."""
@@ -231,7 +252,7 @@ class Runner:
         cache = SampleCache(self.out / "samples" / f"{key}.jsonl")
         for part in gathered:
             done.update({p.sample_id: p for p in part})
-        self._check_errors(spec, done.values())
+        self._check_errors(spec, sum(1 for p in done.values() if p.error))
         preds = [done[s.id] for s in samples]
         for p in preds:
             p.scores = {}
@@ -268,12 +289,10 @@ class Runner:
             raise RunError(f"task {spec.name} has no few-shot source (fewshot.split in its spec); use --shots 0")
         return load_samples(spec, self.settings.data_dir, split=spec.fewshot.split)
 
-    def _check_errors(self, spec: TaskSpec, preds: Any) -> None:
+    def _check_errors(self, spec: TaskSpec, n: int) -> None:
         limit = self.settings.max_errors
-        if limit is not None:
-            n = sum(1 for p in preds if p.error)
-            if n > limit:
-                raise TooManyErrors(f"task {spec.name}: {n} samples failed, more than --max-errors {limit}")
+        if limit is not None and n > limit:
+            raise TooManyErrors(f"task {spec.name}: {n} samples failed, more than --max-errors {limit}")
 
     # ------------------------------------------------------------ model calls
 
@@ -305,6 +324,9 @@ class Runner:
                 results: list[Any] = self.model.loglikelihood(requests)
             else:
                 results = self.model.generate(requests)
+            if not isinstance(results, list | tuple) or len(results) != len(ready):
+                got = len(results) if isinstance(results, list | tuple) else type(results).__name__
+                raise MalformedOutput(f"the model returned {got} results for {len(ready)} requests")
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as exc:
@@ -315,18 +337,47 @@ class Runner:
             ready[0][0].error = f"{type(exc).__name__}: {exc}"
             return
         for (pred, request), result in zip(ready, results):
-            if spec.output_type == "choice":
-                self._set_choice(pred, request, result)
-            else:
-                pred.output = result
-                pred.answer = postprocess(result, spec.postprocess)
+            try:
+                if spec.output_type == "choice":
+                    self._set_choice(pred, request, result)
+                else:
+                    self._set_output(pred, spec, result)
+            except MalformedOutput as exc:
+                pred.error = f"MalformedOutput: {exc}"
 
     @staticmethod
-    def _set_choice(pred: Prediction, request: Request, scores: list[Any]) -> None:
+    def _set_output(pred: Prediction, spec: TaskSpec, result: Any) -> None:
+        """A model's text, checked: anything but a string is this sample's error, never a crash in scoring."""
+        if not isinstance(result, str):
+            raise MalformedOutput(f"the model returned {type(result).__name__}, not text: {str(result)[:80]!r}")
+        if not result.isascii():  # a lone surrogate has no UTF-8 form: neither the cache nor a metric could take it
+            result = result.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        pred.output = result
+        pred.answer = postprocess(result, spec.postprocess)
+
+    @staticmethod
+    def _set_choice(pred: Prediction, request: Request, scores: Any) -> None:
+        n = len(request.choices or [])
+        if (not isinstance(scores, list | tuple) or len(scores) != n or not n
+                or not all(isinstance(s, ChoiceScore) for s in scores)):
+            raise MalformedOutput(f"the model returned {str(scores)[:80]!r}, not {n} choice scores")
         pred.choice_scores = [[s.logprob, s.n_tokens] for s in scores]
         best = max(range(len(scores)), key=lambda i: scores[i].mean_logprob)
         pred.answer = best
         pred.output = choice_letters(len(scores))[best]
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = None
+    if not isinstance(old, dict):
+        raise RunError(f"{path} is corrupt, so what made the cached samples is unknown; "
+                       "use another --output folder or delete this one")
+    return old
 
 
 def fingerprint(samples: list[Sample]) -> str:

@@ -226,4 +226,4 @@ def stable_hash(obj: Any) -> str:
     import json
 
     text = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]  # lone surrogates hash too

@@ -37,12 +37,18 @@ def pick_by_loglikelihood(choice_scores: Sequence[Sequence[float]]) -> int | Non
     """Index of the highest mean log-probability (first on ties); None when no choice has a usable score."""
     best, best_index = -math.inf, None
     for index, (logprob_sum, n_tokens) in enumerate(choice_scores):
-        if n_tokens <= 0 or not math.isfinite(logprob_sum):
+        if not _usable(logprob_sum, n_tokens):
             continue
         mean = logprob_sum / n_tokens
         if best_index is None or mean > best:
             best, best_index = mean, index
     return best_index
+
+
+def _usable(logprob_sum: float | None, n_tokens: int) -> bool:
+    """A finite score over at least one token. A NaN or inf is saved as null in samples/*.jsonl, so a
+    resumed run sees None where the first run saw NaN: both must count as unusable."""
+    return logprob_sum is not None and n_tokens > 0 and math.isfinite(logprob_sum)
 
 
 def _option_text(text: str) -> str:
@@ -89,7 +95,7 @@ def choice_accuracy(predictions: list[Prediction], samples: list[Sample]) -> Met
         choices = list(sample.fields.get("choices") or [])
         if pred.choice_scores:
             counts["from_scores"] += 1
-            counts["bad_scores"] += sum(n <= 0 or not math.isfinite(lp) for lp, n in pred.choice_scores)
+            counts["bad_scores"] += sum(not _usable(lp, n) for lp, n in pred.choice_scores)
             picked = pick_by_loglikelihood(pred.choice_scores)
         else:
             counts["from_text"] += 1
