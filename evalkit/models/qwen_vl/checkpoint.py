@@ -8,7 +8,9 @@ download into silently wrong scores. `validate_checkpoint` reads only the safete
 from __future__ import annotations
 
 import json
+import math
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -58,8 +60,17 @@ def weight_files(path: str | Path) -> list[Path]:
     raise ModelError(f"{path}: no weights found (expected one of {', '.join(WEIGHT_FILES)})")
 
 
-def safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from a safetensors header, checking the data is all there."""
+@dataclass(frozen=True)
+class TensorInfo:
+    """One stored tensor as its file describes it (safetensors names dtypes F32/BF16/I64..., .bin files float32...)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    floating: bool
+
+
+def safetensors_entries(file: Path) -> dict[str, TensorInfo]:
+    """Tensor shapes and dtypes from a safetensors header, checking the data is all there."""
     size = file.stat().st_size
     try:
         with file.open("rb") as f:
@@ -67,45 +78,57 @@ def safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:
             if header_len > size - 8:
                 raise ValueError(f"header length {header_len} exceeds the file size {size}")
             header = json.loads(f.read(header_len))
-    except (struct.error, ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{file}: corrupt safetensors header ({exc})") from exc
-    header.pop("__metadata__", None)
-    shapes, data_end = {}, 0
-    for name, info in header.items():
-        start, end = info["data_offsets"]
-        numel = 1
-        for dim in info["shape"]:
-            numel *= dim
-        if info["dtype"] in DTYPE_BYTES and end - start != numel * DTYPE_BYTES[info["dtype"]]:
-            raise ModelError(f"{file}: corrupt entry {name} ({end - start} bytes for shape {info['shape']})")
-        shapes[name] = tuple(info["shape"])
+        header.pop("__metadata__", None)
+        entries = {name: _header_entry(info) for name, info in header.items()}
+    except (struct.error, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{file}: corrupt safetensors header ({type(exc).__name__}: {exc})") from exc
+    data_end = 0
+    for name, (info, start, end) in entries.items():
+        numel = math.prod(info.shape)
+        if info.dtype in DTYPE_BYTES and end - start != numel * DTYPE_BYTES[info.dtype]:
+            raise ModelError(f"{file}: corrupt entry {name} ({end - start} bytes for shape {list(info.shape)})")
         data_end = max(data_end, end)
     if 8 + header_len + data_end > size:
         raise ModelError(
             f"{file}: truncated ({size} bytes, the header needs {8 + header_len + data_end}); download it again"
         )
-    return shapes
+    return {name: info for name, (info, _, _) in entries.items()}
 
 
-def bin_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+def _header_entry(info: dict) -> tuple[TensorInfo, int, int]:
+    start, end = (int(x) for x in info["data_offsets"])
+    dtype = str(info["dtype"])
+    return TensorInfo(tuple(int(d) for d in info["shape"]), dtype, dtype.startswith(("F", "BF"))), start, end
+
+
+def bin_entries(file: Path) -> dict[str, TensorInfo]:
     try:
         state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError/EOFError/UnpicklingError on damaged files
         raise ModelError(f"{file}: cannot read weights, truncated or corrupt ({exc})") from exc
-    return {name: tuple(t.shape) for name, t in state.items()}
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise ModelError(f"{file}: not a state dict of tensors")
+    return {name: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch."), t.is_floating_point())
+            for name, t in state.items()}
+
+
+def checkpoint_entries(path: str | Path) -> dict[str, TensorInfo]:
+    """{key: TensorInfo} over all weight files of a checkpoint dir."""
+    entries: dict[str, TensorInfo] = {}
+    for file in weight_files(path):
+        entries.update(safetensors_entries(file) if file.suffix == ".safetensors" else bin_entries(file))
+    return entries
 
 
 def checkpoint_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """{key: shape} over all weight files of a checkpoint dir."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for file in weight_files(path):
-        shapes.update(safetensors_shapes(file) if file.suffix == ".safetensors" else bin_shapes(file))
-    return shapes
+    return {name: info.shape for name, info in checkpoint_entries(path).items()}
 
 
 def validate_checkpoint(path: str | Path, expected: dict[str, tuple[int, ...]], tied_keys: set[str]) -> None:
     """Raise ModelError unless the checkpoint holds exactly `expected` (keys in `tied_keys` may be absent)."""
-    found = checkpoint_shapes(path)
+    entries = checkpoint_entries(path)
+    found = {name: info.shape for name, info in entries.items()}
     where = ", ".join(f.name for f in weight_files(path))
     missing = sorted(k for k in expected if k not in found and k not in tied_keys)
     unexpected = sorted(k for k in found if k not in expected and not k.endswith(IGNORED_SUFFIXES))
@@ -122,6 +145,12 @@ def validate_checkpoint(path: str | Path, expected: dict[str, tuple[int, ...]], 
         key, got, want = wrong[0]
         raise ModelError(
             f"{Path(path) / where}: wrong shape for {key}: {list(got)} in the file, the config needs {list(want)}{more(wrong)}"
+        )
+    not_float = [k for k in sorted(expected) if k in entries and not entries[k].floating]
+    if not_float:
+        raise ModelError(
+            f"{Path(path) / where}: wrong dtype for {not_float[0]}: {entries[not_float[0]].dtype} in the file, "
+            f"Qwen-VL weights are floating point{more(not_float)}; re-export or download it again"
         )
     if unexpected:
         raise ModelError(

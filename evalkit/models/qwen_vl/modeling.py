@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, Generat
 from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from evalkit.models.base import ModelError
 from evalkit.models.qwen_vl.checkpoint import validate_checkpoint
 from evalkit.models.qwen_vl.config import QwenVLConfig
 from evalkit.models.qwen_vl.language import QwenBlock, RMSNorm, logn_scale, ntk_alpha, rotary_cos_sin
@@ -172,10 +173,15 @@ class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
         path = Path(pretrained_model_name_or_path)
         if path.is_dir():
             config = kwargs.get("config")
-            if not isinstance(config, QwenVLConfig):
-                config = QwenVLConfig.from_pretrained(path)
+            try:  # a malformed config.json fails deep inside transformers or torch: say which file it is
+                if not isinstance(config, QwenVLConfig):
+                    config = QwenVLConfig.from_pretrained(path)
+                expected = cls.expected_shapes(config)
+            except (OSError, TypeError, ValueError, ArithmeticError) as exc:
+                raise ModelError(f"{path / 'config.json'}: not a valid Qwen-VL config ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
             tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
-            validate_checkpoint(path, cls.expected_shapes(config), tied)
+            validate_checkpoint(path, expected, tied)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def forward(
