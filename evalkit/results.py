@@ -9,7 +9,6 @@ dataset order with the per-sample scores.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -48,9 +47,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
-@functools.cache
 def _umask() -> int:
-    mask = os.umask(0)
+    mask = os.umask(0)  # the only way to read it; set straight back
     os.umask(mask)
     return mask
 
@@ -137,7 +135,7 @@ def _parse_line(line: bytes) -> Prediction | None:
     """One cache line as a Prediction, or None when it is not one whole record this module wrote."""
     try:
         record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
     if not (isinstance(record, dict) and isinstance(record.get("sample_id"), str) and isinstance(record.get("task"), str)):
         return None
@@ -183,7 +181,7 @@ def load_run(path: str | Path) -> Run:
         raise RunError(f"no run found at {path}: {file} does not exist{hint}")
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise RunError(f"{file} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise RunError(f"{file} is not an evalkit run (schema {SCHEMA!r} expected)")

@@ -372,7 +372,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         old = None
     if not isinstance(old, dict):
         raise RunError(f"{path} is corrupt, so what made the cached samples is unknown; "
