@@ -33,6 +33,23 @@ def tiny_ckpt(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model(tiny_ckpt: Path):
+    """The tiny checkpoint in fp32 (as the reference was run), loaded once; tests must not modify it."""
+    import torch
+
+    from evalkit.models.qwen_vl import QwenVLForCausalLM
+
+    return QwenVLForCausalLM.from_pretrained(tiny_ckpt, torch_dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_ckpt: Path):
+    from evalkit.models.qwen_vl import QwenVLProcessor
+
+    return QwenVLProcessor.from_pretrained(tiny_ckpt)
+
+
+@pytest.fixture(scope="session")
 def expected(tiny_dir: Path) -> dict:
     import json
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.qwen_tiny import image_request, records
 
 from evalkit.models.qwen_vl import QwenVLForCausalLM, QwenVLProcessor
 from evalkit.models.qwen_vl.harness import QwenVLModel
 from evalkit.models.qwen_vl.vision import VisionTransformer
-from evalkit.task import ImageRef, Request
+from evalkit.task import Request
 
 LOGIT_ATOL = 1e-4
 SINGLE = [
@@ -29,10 +30,6 @@ SINGLE = [
     "long_ntk_logn",
 ]
 CACHE_FREE = [r for r in SINGLE if r != "long_ntk_logn"]  # the fixture has no cache-free run for it
-
-
-def records(expected: dict) -> dict[str, dict]:
-    return {r["id"]: r for r in expected["records"]}
 
 
 def assert_close(got, want, atol: float, rtol: float = 0.0, what: str = "") -> None:
@@ -59,13 +56,13 @@ def in_fixture_dir(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def model(tiny_ckpt: Path) -> QwenVLForCausalLM:
-    return QwenVLForCausalLM.from_pretrained(tiny_ckpt, torch_dtype=torch.float32).eval()
+def model(tiny_model) -> QwenVLForCausalLM:
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
-def processor(tiny_ckpt: Path) -> QwenVLProcessor:
-    return QwenVLProcessor.from_pretrained(tiny_ckpt)
+def processor(tiny_processor) -> QwenVLProcessor:
+    return tiny_processor
 
 
 @pytest.fixture(scope="module")
@@ -297,10 +294,6 @@ def test_ntk_alpha_from_each_rows_true_length(expected, model, processor):
 @pytest.fixture(scope="module")
 def harness(model, processor, tiny_ckpt) -> QwenVLModel:
     return QwenVLModel(model, processor, str(tiny_ckpt), batch_size=2)
-
-
-def image_request(sid: str, image: str, text: str, **kwargs) -> Request:
-    return Request(sid, "t", ["<img>", ImageRef.from_path(image), f"</img>{text}"], **kwargs)
 
 
 def test_harness_generate_matches_records(expected, harness, tiny_dir):

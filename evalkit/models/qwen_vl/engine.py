@@ -91,6 +91,13 @@ class EngineStats:
     oom_backoffs: int = 0
     batch_sizes: list[int] = field(default_factory=list)
 
+    # the work a batch did; an attempt that ran out of memory is taken back out, so that
+    # `evalkit bench`'s hardware limit counts each request's work once
+    WORK = ("prompt_tokens", "padded_prompt_tokens", "generated_tokens", "decode_steps", "decode_row_steps")
+
+    def work(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.WORK}
+
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "batch_sizes"} | {
             "max_batch_size_used": max(self.batch_sizes, default=0)
@@ -262,12 +269,14 @@ class QwenVLEngine:
             size = self._batch_size or self._auto_batch_size(prepared[order[start]], order, prepared, extra_len)
             chunk = order[start : start + size]
             batch = [prepared[i] for i in chunk]
+            work = self.stats.work()
             try:
                 outputs = run_batch(batch)
             except Exception as exc:
                 if not is_out_of_memory(exc) or len(chunk) == 1:
                     raise
                 self._batch_size = max(len(chunk) // 2, 1)
+                self.stats.__dict__.update(work)
                 self.stats.oom_backoffs += 1
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()

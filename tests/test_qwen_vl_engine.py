@@ -1,0 +1,345 @@
+"""The batched engine (evalkit/models/qwen_vl/engine.py) on the tiny fixture checkpoint, fp32 CPU.
+
+Greedy outputs must not depend on batch size or request order, must equal transformers
+`generate()` on the same weights (the harness's engine="hf" path) and the reference's greedy
+records; choice log-likelihoods must equal the hf path's. Image de-duplication, the feature
+cache's byte bound, out-of-memory back-off, stop strings and early-finishing rows are checked
+through what the engine really does (vision-tower calls counted by a hook, batches seen by
+a wrapper), not through its own claims alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures.qwen_tiny import records, request_from_prompt
+from PIL import Image
+
+from evalkit.models.qwen_vl.engine import EngineConfig, FeatureCache, QwenVLEngine
+from evalkit.models.qwen_vl.harness import QwenVLModel
+from evalkit.task import ImageRef, Request
+
+# Prompts whose greedy continuations vary token by token on the tiny random weights (image
+# prompts mostly repeat one token), and stop strings that span token boundaries in them:
+# "The capital of France is" -> "InInspector|InInspector| Xunit|.management|..."
+# "Q: What is 2+2? A:"       -> " erre| erre|(records|(records|..."
+CAPITAL, QA = "The capital of France is", "Q: What is 2+2? A:"
+TEXTS = [CAPITAL, "Once upon a time", "1, 2, 3, 4,", "Hello, my name is", "def main():\n",
+         "The quick brown fox", QA, "In 1492, Columbus"]
+OM = 47337  # " OM": the eos model below emits eos where the tiny model emits this token
+
+
+def ref(name: str, tiny_dir: Path) -> ImageRef:
+    return ImageRef.from_path(tiny_dir / name)
+
+
+def gradient_image() -> ImageRef:
+    pixels = np.linspace(0, 255, 96 * 64 * 3).reshape(64, 96, 3).astype(np.uint8)
+    return ImageRef.from_pil(Image.fromarray(pixels))
+
+
+def mixed_requests(tiny_dir: Path) -> list[Request]:
+    """Mixed prompt lengths, 0-2 images (three distinct, two shared), stop strings, differing
+    max/min_new_tokens."""
+    a, b, c = ref("img_a.png", tiny_dir), ref("img_b.png", tiny_dir), gradient_image()
+    settings = [(12, 0, []), (3, 0, []), (7, 2, []), (1, 0, []), (12, 0, ["ช่"]), (5, 5, []), (12, 0, ["e(rec"]),
+                (9, 0, [])]
+    out = [Request(f"t{i}", "t", [text], max_new_tokens=n, min_new_tokens=m, stop=s)
+           for i, (text, (n, m, s)) in enumerate(zip(TEXTS, settings))]
+    out.append(Request("stop", "t", [CAPITAL], max_new_tokens=12, stop=["never", "r Xu"]))
+    for i, (image, question, n) in enumerate([(a, "Describe the image in English:", 12), (a, "Hello, my name is", 6),
+                                              (b, "Hello, my name is", 12), (b, "What color is it? Answer:", 4),
+                                              (c, "Hello, my name is", 8), (c, "1, 2, 3, 4,", 12)]):
+        out.append(Request(f"i{i}", "t", ["<img>", image, f"</img>{question}"], max_new_tokens=n))
+    out.append(Request("two", "t", ["Picture 1: <img>", a, "</img>\nPicture 2: <img>", b, "</img>\nWhich?"],
+                       max_new_tokens=5, stop=["infect infect infect"]))
+    return out
+
+
+def engine(model, processor, batch_size: int | None = None, **kwargs) -> QwenVLEngine:
+    return QwenVLEngine(model, processor, EngineConfig(batch_size=batch_size, **kwargs))
+
+
+def shuffled(items: list, seed: int = 1) -> tuple[list, list[int]]:
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [items[i] for i in order], order
+
+
+def unshuffle(outputs: list, order: list[int]) -> list:
+    back: list = [None] * len(outputs)
+    for out, i in zip(outputs, order):
+        back[i] = out
+    return back
+
+
+def count_vision_images(model) -> tuple[list[int], object]:
+    """A hook on the vision tower that records how many images each call encodes."""
+    seen: list[int] = []
+    handle = model.transformer.visual.register_forward_hook(lambda m, args, out: seen.append(args[0].size(0)))
+    return seen, handle
+
+
+@pytest.fixture(scope="module")
+def requests(tiny_dir) -> list[Request]:
+    return mixed_requests(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def batch1_outputs(tiny_model, tiny_processor, requests) -> list[str]:
+    return engine(tiny_model, tiny_processor, batch_size=1).generate(requests)
+
+
+@pytest.fixture(scope="module")
+def eos_model(tiny_model):
+    """The tiny model with eos's (tied) embedding made a scaled copy of " OM": wherever the tiny
+    model would emit " OM", this one emits eos, so rows end early on eos and min_new_tokens bites."""
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        model.transformer.wte.weight[151643] = 1.02 * model.transformer.wte.weight[OM]
+    assert model.lm_head.weight is model.transformer.wte.weight
+    return model
+
+
+# -- invariance and equality with generate() ---------------------------------------------------
+def test_outputs_do_not_depend_on_batch_size_or_order(tiny_model, tiny_processor, requests, batch1_outputs):
+    assert len(set(batch1_outputs)) > 10  # varied outputs, or the comparison says little
+    big = engine(tiny_model, tiny_processor, batch_size=32)
+    assert big.generate(requests) == batch1_outputs
+    assert big.stats.batch_sizes == [len(requests)]
+    mixed, order = shuffled(requests)
+    assert unshuffle(engine(tiny_model, tiny_processor, batch_size=5).generate(mixed), order) == batch1_outputs
+    assert unshuffle(engine(tiny_model, tiny_processor).generate(mixed), order) == batch1_outputs  # auto
+
+
+def test_engine_equals_transformers_generate(tiny_model, tiny_processor, tiny_ckpt, requests, batch1_outputs):
+    hf = QwenVLModel(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=4, engine="hf")
+    assert hf.generate(requests) == batch1_outputs
+    fast = QwenVLModel(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=4)  # the default engine
+    assert fast.engine_name == "fast"
+    assert fast.generate(requests) == batch1_outputs
+
+
+def test_eos_and_min_new_tokens_equal_generate(eos_model, tiny_model, tiny_processor, tiny_ckpt):
+    """Rows ending on eos at different steps, held back by min_new_tokens, in one batch."""
+    mins = (0, 6, 8, 12)
+    reqs = [Request(f"r{m}", "t", [CAPITAL], max_new_tokens=12, min_new_tokens=m) for m in mins]
+    reqs += [Request("other", "t", ["1, 2, 3, 4,"], max_new_tokens=12)]
+    eng = engine(eos_model, tiny_processor, batch_size=8)
+    fast = eng.generate(reqs)
+    hf = QwenVLModel(eos_model, tiny_processor, str(tiny_ckpt), batch_size=8, engine="hf").generate(reqs)
+    assert fast == hf
+    # the tiny model's 6th-10th tokens are " OM": eos there, unless held back
+    assert fast[0] == "InInspectorInInspector Xunit.management.management"
+    assert [out.count(" OM") for out in fast[1:3]] == [1, 3]
+    assert fast[3] == engine(tiny_model, tiny_processor, batch_size=1).generate(reqs[3:4])[0]
+
+
+def test_engine_matches_reference_greedy_records(tiny_model, tiny_processor, expected, tiny_dir):
+    recs = records(expected)
+    ids = ["caption_eval", "caption_hf", "vqa", "grounding", "two_images", "text_only", "long_ntk_logn"]
+    reqs = [request_from_prompt(r, recs[r]["prompt"], tiny_dir, max_new_tokens=12) for r in ids]
+    for batch_size in (1, 4):
+        out = engine(tiny_model, tiny_processor, batch_size=batch_size).generate(reqs)
+        assert out == [recs[r]["greedy"]["text_skip_special"] for r in ids], f"batch {batch_size}"
+
+
+# -- choices ---------------------------------------------------------------------------------
+CHOICES = [" A", " yellow square", " red", "blue and green", " B"]
+
+
+def choice_requests(tiny_dir: Path) -> list[Request]:
+    a, b = ref("img_a.png", tiny_dir), ref("img_b.png", tiny_dir)
+    return [
+        Request("c0", "t", ["<img>", b, "</img>Question: What color is the square? Answer:"], choices=CHOICES),
+        Request("c1", "t", ["<img>", a, "</img>Which?"], choices=CHOICES[:3]),
+        Request("c2", "t", [CAPITAL], choices=[" Paris", " Lyon and Marseille"]),
+        Request("c3", "t", ["Picture 1: <img>", a, "</img>Picture 2: <img>", b, "</img>Same?"], choices=[" yes", " no"]),
+        Request("c4", "t", ["<img>", b, "</img>Is it a square?"], choices=[" yes"]),
+    ]
+
+
+def flat_scores(scores) -> tuple[list[float], list[int]]:
+    return [s.logprob for row in scores for s in row], [s.n_tokens for row in scores for s in row]
+
+
+def test_choice_loglikelihoods_equal_hf_and_are_batch_invariant(tiny_model, tiny_processor, tiny_ckpt, tiny_dir):
+    reqs = choice_requests(tiny_dir)
+    hf = QwenVLModel(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=3, engine="hf").loglikelihood(reqs)
+    want, want_n = flat_scores(hf)
+    assert max(want_n) == 3 and min(want_n) == 1  # multi-token choices of different lengths
+    mixed, order = shuffled(reqs, seed=3)
+    runs = {
+        "batch 1": engine(tiny_model, tiny_processor, batch_size=1).loglikelihood(reqs),
+        "batch 8": engine(tiny_model, tiny_processor, batch_size=8).loglikelihood(reqs),
+        "shuffled batch 2": unshuffle(engine(tiny_model, tiny_processor, batch_size=2).loglikelihood(mixed), order),
+    }
+    for name, scores in runs.items():
+        got, got_n = flat_scores(scores)
+        assert got_n == want_n, name
+        assert got == pytest.approx(want, abs=1e-4), name
+    assert flat_scores(runs["batch 1"])[0] == pytest.approx(flat_scores(runs["batch 8"])[0], abs=1e-5)
+
+
+# -- images ----------------------------------------------------------------------------------
+def test_each_distinct_image_is_encoded_once(tiny_model, tiny_processor, tiny_dir):
+    a, b, c = ref("img_a.png", tiny_dir), ref("img_b.png", tiny_dir), gradient_image()
+    same_a = ImageRef.from_path(str(tiny_dir / "." / "img_a.png"))  # another ImageRef of the same file
+    images = [a, b, c, same_a] * 3
+    reqs = [Request(f"q{i}", "t", ["<img>", im, f"</img>{TEXTS[i % 8]}"], max_new_tokens=2)
+            for i, im in enumerate(images)]
+    eng = engine(tiny_model, tiny_processor, batch_size=2)  # questions on one image land in several batches
+    seen, handle = count_vision_images(tiny_model)
+    try:
+        first = eng.generate(reqs)
+        eng.generate(reqs[:4])
+        eng.loglikelihood([Request("c", "t", ["<img>", b, "</img>Colour?"], choices=[" red", " blue"])])
+    finally:
+        handle.remove()
+    assert sum(seen) == 3 and eng.stats.images_encoded == 3
+    assert eng.stats.image_cache_hits > 0
+    assert first == engine(tiny_model, tiny_processor, batch_size=1, feature_cache_bytes=0).generate(reqs)
+
+
+def test_feature_cache_byte_bound_evicts(tiny_model, tiny_processor, tiny_dir):
+    per_image = 256 * tiny_model.config.hidden_size * 4  # fp32 [Q, D]
+    eng = engine(tiny_model, tiny_processor, batch_size=1, feature_cache_bytes=2 * per_image)
+    a, b, c = ref("img_a.png", tiny_dir), ref("img_b.png", tiny_dir), gradient_image()
+    ask = lambda im: Request("q", "t", ["<img>", im, "</img>Hi"], max_new_tokens=1)  # noqa: E731
+    eng.generate([ask(a), ask(b), ask(c)])
+    assert len(eng.features) == 2 and eng.features.bytes == 2 * per_image
+    assert a.key not in eng.features and c.key in eng.features
+    eng.generate([ask(c)])
+    assert eng.stats.images_encoded == 3  # still cached
+    eng.generate([ask(a)])
+    assert eng.stats.images_encoded == 4  # evicted, so encoded again
+
+
+def test_feature_cache_is_lru():
+    cache = FeatureCache(max_bytes=3 * 40)
+    for key in "abc":
+        cache.put(key, torch.zeros(10))
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("d", torch.zeros(10))
+    assert "b" not in cache and {"a", "c", "d"} == {k for k in "abcd" if k in cache}
+    cache.put("big", torch.zeros(100))  # larger than the bound alone: kept, everything else goes
+    assert len(cache) == 1 and cache.bytes == 400
+
+
+# -- out-of-memory back-off ------------------------------------------------------------------
+def oom_above(eng: QwenVLEngine, method: str, limit: int, error: Exception) -> list[list[str]]:
+    """Make `eng.<method>` fail like an allocator on batches larger than `limit`; returns the
+    sample ids of every batch that was attempted, in order."""
+    attempts: list[list[str]] = []
+    real = getattr(eng, method)
+
+    def run(batch, *args):
+        attempts.append([p.request.sample_id for p in batch])
+        if len(batch) > limit:
+            raise error
+        return real(batch, *args)
+
+    setattr(eng, method, run)
+    return attempts
+
+
+CPU_OOM = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                       "you tried to allocate 123456789 bytes.")
+
+
+@pytest.mark.parametrize("batch_size,error", [(8, CPU_OOM), (None, torch.OutOfMemoryError("CUDA out of memory."))])
+def test_oom_halves_the_batch_and_loses_nothing(tiny_model, tiny_processor, requests, batch1_outputs, batch_size,
+                                                error):
+    eng = engine(tiny_model, tiny_processor, batch_size=batch_size, max_batch_size=8)
+    attempts = oom_above(eng, "_generate_batch", 2, error)
+    assert eng.generate(requests) == batch1_outputs
+    assert [len(a) for a in attempts[:3]] == [8, 4, 2]  # halved, then kept
+    assert attempts[1] == attempts[0][:4] and attempts[2] == attempts[0][:2]  # the same requests retried
+    done = [sid for a in attempts if len(a) <= 2 for sid in a]
+    assert sorted(done) == sorted(r.sample_id for r in requests)  # each exactly once
+    assert eng.stats.oom_backoffs == 2 and eng.stats.requests == len(requests)
+    assert set(eng.stats.batch_sizes) <= {1, 2}
+
+
+def test_oom_backoff_for_choices(tiny_model, tiny_processor, tiny_dir):
+    reqs = choice_requests(tiny_dir)
+    want = engine(tiny_model, tiny_processor, batch_size=1).loglikelihood(reqs)
+    eng = engine(tiny_model, tiny_processor, batch_size=4)
+    attempts = oom_above(eng, "_score_batch", 1, CPU_OOM)
+    got = eng.loglikelihood(reqs)
+    assert flat_scores(got)[0] == pytest.approx(flat_scores(want)[0], abs=1e-5)
+    assert [len(a) for a in attempts[:3]] == [4, 2, 1] and eng.stats.oom_backoffs == 2
+
+
+def test_oom_at_batch_one_and_other_errors_propagate(tiny_model, tiny_processor, requests):
+    eng = engine(tiny_model, tiny_processor, batch_size=1)
+    oom_above(eng, "_generate_batch", 0, CPU_OOM)
+    with pytest.raises(RuntimeError, match="can't allocate"):
+        eng.generate(requests[:2])
+    eng = engine(tiny_model, tiny_processor, batch_size=4)
+    attempts = oom_above(eng, "_generate_batch", 0, ValueError("a real bug"))
+    with pytest.raises(ValueError, match="a real bug"):
+        eng.generate(requests)
+    assert len(attempts) == 1 and eng.stats.oom_backoffs == 0
+
+
+def test_failed_batch_leaves_no_token_counts(tiny_model, tiny_processor, requests, batch1_outputs):
+    """Work counters feed `evalkit bench`'s hardware-limit figure: an attempt that ran out of
+    memory after its prefill must not be counted twice."""
+    clean = engine(tiny_model, tiny_processor, batch_size=2)
+    clean.generate(requests)
+    eng = engine(tiny_model, tiny_processor, batch_size=4)
+    real_prefill = eng._prefill
+
+    def prefill_then_oom(batch, extra):
+        out = real_prefill(batch, extra)
+        if len(batch) > 2:
+            raise CPU_OOM
+        return out
+
+    eng._prefill = prefill_then_oom
+    assert eng.generate(requests) == batch1_outputs
+    assert eng.stats.oom_backoffs == 1
+    for name in ("requests", "prompt_tokens", "padded_prompt_tokens", "generated_tokens", "decode_row_steps"):
+        assert getattr(eng.stats, name) == getattr(clean.stats, name), name
+
+
+# -- stopping --------------------------------------------------------------------------------
+def test_stop_string_split_across_tokens_stops_decoding(tiny_model, tiny_processor):
+    tok = tiny_processor.tokenizer
+    free = engine(tiny_model, tiny_processor, batch_size=1)
+    full_ids = tok.encode(free.generate([Request("f", "t", [CAPITAL], max_new_tokens=12)])[0])
+    pieces = [tok.decode([i]) for i in full_ids]
+    assert not any("r Xu" in p for p in pieces) and "r Xu" in "".join(pieces)  # spans 3 tokens
+    eng = engine(tiny_model, tiny_processor, batch_size=1)
+    out = eng.generate([Request("s", "t", [CAPITAL], max_new_tokens=12, stop=["r Xu"])])
+    assert out == ["InInspectorInInspecto"]
+    assert eng.stats.generated_tokens == 3  # stopped at the token that completed it, not at 12
+
+
+def test_finished_rows_are_dropped_and_the_rest_unchanged(tiny_model, tiny_processor, batch1_outputs, requests):
+    long = [r for r in requests if r.max_new_tokens == 12 and not r.stop]
+    short = [Request(f"s{i}", "t", [t], max_new_tokens=1 + i % 2) for i, t in enumerate(TEXTS)]
+    eng = engine(tiny_model, tiny_processor, batch_size=32)
+    out = eng.generate(short + long)
+    solo = engine(tiny_model, tiny_processor, batch_size=1)
+    assert out == solo.generate(short) + [batch1_outputs[requests.index(r)] for r in long]
+    rows = len(short) + len(long)
+    assert eng.stats.batches == 1
+    assert eng.stats.decode_row_steps < rows * (12 - 1) // 2  # finished rows stopped costing decode work
+    assert eng.stats.generated_tokens == solo.stats.generated_tokens + 12 * len(long)
+
+
+def test_stop_table_flags_only_tokens_that_can_complete_a_stop(tiny_model, tiny_processor):
+    eng = engine(tiny_model, tiny_processor)
+    tok = tiny_processor.tokenizer
+    table = eng._stop_table(("r Xu",))
+    assert table[tok.encode(" Xunit")[0]] and table[tok.encode("u")[0]]
+    assert not table[tok.encode("InInspector")[0]] and not table[tok.encode(" OM")[0]]
+    assert table[tok.img_end_id] and table[-1]  # decode re-shapes at </img>; ids past the tokenizer: checked
+    assert bool(eng._stop_table(("\ufffd",)).all())
