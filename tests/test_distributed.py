@@ -18,24 +18,15 @@ import pytest
 from conftest import TINY_CKPT
 from fixtures import cli_runs
 from fixtures.bad_data import DECODE_ERRORS, ROW_ERRORS, make_bad_task
-from fixtures.catalog import DATA, PREDS
 
 from evalkit.results import SampleCache
 
-TASKS = ["okvqa_val", "refcoco_val", "scienceqa_img_test"]  # 5, 2 and 4 samples
-
-
-def replay_argv(out: Path, batch_size: int = 2) -> list[str]:
-    return ["run", "--model", f"replay:{PREDS}", "--tasks", ",".join(TASKS), "--data-dir", str(DATA),
-            "-o", str(out), "--no-progress", "--batch-size", str(batch_size)]
+TASKS, replay_argv = cli_runs.TASKS, cli_runs.replay_argv
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory) -> Path:
-    """The uninterrupted single-process run every other run here must equal."""
-    out = tmp_path_factory.mktemp("single") / "run"
-    cli_runs.ok(replay_argv(out), out.parent)
-    return out
+    return cli_runs.reference_run(tmp_path_factory.mktemp("single"))
 
 
 def test_two_ranks_equal_one_process(single, tmp_path):
@@ -69,8 +60,7 @@ def test_resume_across_world_sizes_computes_each_sample_once(single, tmp_path, f
     cli_runs.ok(replay_argv(out), tmp_path, faults=["--log", str(log)], ranks=then)
     cli_runs.assert_same_results(out, single)  # merged in dataset order, rank files gone
     counts = cli_runs.computed(log)
-    every = {(t, sid) for t in TASKS for sid in cli_runs.sample_ids(single, t)}
-    assert set(counts) == every and set(counts.values()) == {1}
+    assert set(counts) == cli_runs.every_sample(single) and set(counts.values()) == {1}
 
 
 def test_max_errors_stops_every_rank_with_one_message(tmp_path):

@@ -26,24 +26,12 @@ from evalkit.registry import Registry
 from evalkit.results import RunError, SampleCache, load_run
 from evalkit.runner import Runner, RunSettings
 
-TASKS = ["okvqa_val", "refcoco_val", "scienceqa_img_test"]  # 5, 2 and 4 samples: 3 + 1 + 2 batches of 2
-BATCH = 2
-
-
-def argv(out: Path, batch_size: int = BATCH) -> list[str]:
-    return ["run", "--model", f"replay:{PREDS}", "--tasks", ",".join(TASKS), "--data-dir", str(DATA),
-            "-o", str(out), "--no-progress", "--batch-size", str(batch_size)]
+TASKS, BATCH, argv = cli_runs.TASKS, cli_runs.BATCH, cli_runs.replay_argv
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("reference") / "run"
-    cli_runs.ok(argv(out), out.parent)
-    return out
-
-
-def every_sample(reference: Path) -> set[tuple[str, str]]:
-    return {(t, sid) for t in TASKS for sid in cli_runs.sample_ids(reference, t)}
+    return cli_runs.reference_run(tmp_path_factory.mktemp("reference"))
 
 
 # point -> what the killed run must have left behind
@@ -77,7 +65,7 @@ def test_sigkill_then_rerun_gives_identical_results(point, reference, tmp_path):
     cli_runs.ok(argv(out), tmp_path, faults=["--log", str(log)])
     cli_runs.assert_same_results(out, reference)  # and no temp file left
     counts = cli_runs.computed(log)
-    assert set(counts) == every_sample(reference)
+    assert set(counts) == cli_runs.every_sample(reference)
     repeated = {key for key, n in counts.items() if n > 1}
     if point == "append:2":  # the torn batch, and only it, is computed again
         assert len(repeated) <= BATCH and all(task == "okvqa_val" for task, _ in repeated)
