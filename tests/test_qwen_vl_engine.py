@@ -115,6 +115,8 @@ def test_outputs_do_not_depend_on_batch_size_or_order(tiny_model, tiny_processor
     mixed, order = shuffled(requests)
     assert unshuffle(engine(tiny_model, tiny_processor, batch_size=5).generate(mixed), order) == batch1_outputs
     assert unshuffle(engine(tiny_model, tiny_processor).generate(mixed), order) == batch1_outputs  # auto
+    row_by_row = engine(tiny_model, tiny_processor, batch_size=32, prefill_tokens=1)  # one row per prefill chunk
+    assert row_by_row.generate(requests) == batch1_outputs
 
 
 def test_engine_equals_transformers_generate(tiny_model, tiny_processor, tiny_ckpt, requests, batch1_outputs):

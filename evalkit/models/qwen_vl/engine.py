@@ -7,7 +7,9 @@ The engine drives the model's own modules (`model.transformer`, `model.lm_head`,
 - each distinct image (by `ImageRef.key`) goes through the vision tower once per run; its
   features sit in a byte-bounded LRU cache (VQAv2 asks ~5 questions per image);
 - requests are sorted by prompt length, so a left-padded batch pads little, and prefilled
-  together into a static, pre-allocated KV cache (no per-step concatenation of the cache);
+  into a static, pre-allocated KV cache (no per-step concatenation of the cache), a few
+  thousand tokens at a time: the decode batch can be large (the vocabulary projection pays
+  for it) while prefill activations stay cache-sized on a CPU and small on a GPU;
 - vocabulary logits are computed for the last prompt position only;
 - decode runs all rows of a batch in one forward per token; per-request stop (eos, stop
   strings, max_new_tokens, min_new_tokens) is tensor work, and the rows that finished are
@@ -24,6 +26,7 @@ the batch a request lands in or on the order of requests.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections import OrderedDict
@@ -68,6 +71,7 @@ class EngineConfig:
     max_batch_size: int = 256
     cpu_max_batch_size: int = 64  # past this a CPU gains nothing: matmuls are already efficient
     vision_batch_size: int = 16
+    prefill_tokens: int | None = None  # tokens per prefill chunk; None: 2048 on CPU, 32768 on GPU
     feature_cache_bytes: int = 2 << 30
     compile: bool = False  # torch.compile the vision tower and MLPs (shape-dynamic)
 
@@ -174,6 +178,13 @@ class StaticKVCache:
         elt = torch.empty((), dtype=model.dtype).element_size()
         return 2 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * max_len * elt
 
+    def rows(self, start: int, end: int) -> StaticKVCache:
+        """A cache over rows start:end that writes into this one's storage (chunked prefill)."""
+        part = copy.copy(self)
+        part.k, part.v = self.k[:, start:end], self.v[:, start:end]
+        part.qwen_ntk_alpha = None
+        return part
+
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.length
 
@@ -266,7 +277,7 @@ class QwenVLEngine:
         results: list[Any] = [None] * len(prepared)
         start = 0
         while start < len(order):
-            size = self._batch_size or self._auto_batch_size(prepared[order[start]], order, prepared, extra_len)
+            size = self._batch_size or self._auto_batch_size(prepared, extra_len)
             chunk = order[start : start + size]
             batch = [prepared[i] for i in chunk]
             work = self.stats.work()
@@ -289,29 +300,25 @@ class QwenVLEngine:
             start += len(chunk)
         return results
 
-    def _auto_batch_size(
-        self,
-        first: Prepared,
-        order: list[int],
-        prepared: list[Prepared],
-        extra_len: Callable[[list[Prepared]], int],
-    ) -> int:
-        """Rows that fit in ~70% of free memory, from a per-row estimate at the longest prompt
-        (KV cache + prefill activations + last-position logits); capped, at least 1."""
+    def _auto_batch_size(self, prepared: list[Prepared], extra_len: Callable[[list[Prepared]], int]) -> int:
+        """Rows that fit in ~70% of free memory: a row costs its KV cache at the longest prompt
+        and its last-position logits; one prefill chunk's activations come off the top. Capped,
+        at least 1."""
         c = self.model.config
         longest = max(len(p.ids) for p in prepared)
         max_len = longest + extra_len(prepared)
         elt = torch.empty((), dtype=self.model.dtype).element_size()
-        activations = longest * (4 * c.hidden_size + 2 * c.intermediate_size + 3 * c.hidden_size) * elt
-        attention = c.num_attention_heads * longest * longest * 4  # masked fallback score matrix
-        per_row = StaticKVCache.bytes_per_row(self.model, max_len) + activations + attention + 8 * c.vocab_size
+        cap = self.config.max_batch_size if self.device.type == "cuda" else self.config.cpu_max_batch_size
+        cap = min(cap, self.config.max_batch_size)
+        chunk = min(max(self._prefill_tokens(), longest), longest * cap)  # one prefill chunk's tokens
+        activations = chunk * (4 * c.hidden_size + 2 * c.intermediate_size + 3 * c.hidden_size) * elt
+        attention = c.num_attention_heads * chunk * longest * 4  # masked fallback score matrix
+        per_row = StaticKVCache.bytes_per_row(self.model, max_len) + (4 + elt + 1) * c.vocab_size
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
-            cap = self.config.max_batch_size
         else:
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            cap = min(self.config.max_batch_size, self.config.cpu_max_batch_size)
-        return int(max(1, min(cap, 0.7 * free // per_row)))
+        return int(max(1, min(cap, (0.7 * free - activations - attention) // per_row)))
 
     # -- images ----------------------------------------------------------------------------
     def _image_features(self, batch: list[Prepared]) -> torch.Tensor | None:
@@ -354,7 +361,8 @@ class QwenVLEngine:
 
     # -- prefill ---------------------------------------------------------------------------
     def _prefill(self, batch: list[Prepared], extra: int) -> tuple[torch.Tensor, torch.Tensor, StaticKVCache]:
-        """Left-padded prefill into a fresh static cache with room for `extra` more tokens.
+        """Left-padded prefill into a fresh static cache with room for `extra` more tokens, in
+        chunks of rows of at most `prefill_tokens` tokens (each row computes the same alone).
 
         Returns the last-position hidden states [B, D], the attention mask [B, L + extra]
         (ones after the prompt) and the cache.
@@ -362,23 +370,42 @@ class QwenVLEngine:
         features = self._image_features(batch)
         started = self._now()
         width = max(len(p.ids) for p in batch)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.ones(len(batch), width + extra, dtype=torch.long)
-        for row, p in enumerate(batch):
-            ids[row, width - len(p.ids) :] = torch.tensor(p.ids)
-            mask[row, : width - len(p.ids)] = 0
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = self._left_padded(batch, width, extra)
         cache = StaticKVCache.for_model(self.model, len(batch), width + extra)
-        hidden = self.model.transformer(
-            input_ids=ids, attention_mask=mask[:, :width], image_features=features, cache=cache
-        )
-        last = hidden[:, -1]
+        first_image = [0]
+        for p in batch:
+            first_image.append(first_image[-1] + len(p.images))
+        step = max(1, self._prefill_tokens() // width)
+        last, alphas = [], []
+        for a in range(0, len(batch), step):
+            b = min(a + step, len(batch))
+            part = cache.rows(a, b)
+            images = features[first_image[a] : first_image[b]] if first_image[b] > first_image[a] else None
+            hidden = self.model.transformer(
+                input_ids=ids[a:b], attention_mask=mask[a:b, :width], image_features=images, cache=part
+            )
+            last.append(hidden[:, -1])
+            alphas.append(part.qwen_ntk_alpha)
+        cache.length, cache.qwen_ntk_alpha = width, torch.cat(alphas)
         self._sync()
         self.stats.prefill_s += self._now() - started
         self.stats.prompt_tokens += sum(len(p.ids) for p in batch)
         self.stats.padded_prompt_tokens += width * len(batch)
-        return last, mask, cache
+        return torch.cat(last), mask, cache
+
+    def _left_padded(self, batch: list[Prepared], width: int, extra: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt ids [B, width] padded on the left, and the mask [B, width + extra] on the device."""
+        ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.ones(len(batch), width + extra, dtype=torch.long)
+        for row, p in enumerate(batch):
+            ids[row, width - len(p.ids) :] = torch.tensor(p.ids)
+            mask[row, : width - len(p.ids)] = 0
+        return ids.to(self.device), mask.to(self.device)
+
+    def _prefill_tokens(self) -> int:
+        if self.config.prefill_tokens:
+            return self.config.prefill_tokens
+        return 32768 if self.device.type == "cuda" else 2048
 
     # -- generation ------------------------------------------------------------------------
     def _generate_batch(self, batch: list[Prepared]) -> list[str]:
@@ -387,6 +414,7 @@ class QwenVLEngine:
         max_new = torch.tensor([r.max_new_tokens for r in requests], device=device)
         min_new = torch.tensor([r.min_new_tokens for r in requests], device=device)
         steps = int(max_new.max())
+        hold_eos = max(r.min_new_tokens for r in requests)  # host-side: no device sync per step
         if steps <= 0:
             return [""] * len(batch)
         stop_sets = [tuple(s for s in r.stop if s) for r in requests]
@@ -407,9 +435,9 @@ class QwenVLEngine:
                 )[:, -1]
                 self.stats.decode_row_steps += len(rows)
             logits = self.model.lm_head(hidden)
-            if bool((min_new > step).any()):
+            if step < hold_eos:
                 logits[:, eos] = torch.where(min_new > step, float("-inf"), logits[:, eos])
-            token = torch.where(active, logits.argmax(-1), pad)
+            token = torch.where(active, logits.max(-1).indices, pad)  # first maximum, as argmax; faster on CPU
             tokens[rows, step] = token
             produced.index_add_(0, rows, active.long())
             done = active & ((token == eos) | (max_new <= step + 1))

@@ -1,0 +1,107 @@
+"""`evalkit bench` through the CLI: the tiny fixture config with random weights, a workload small
+enough to run in seconds, the printed table and the --json figures; user mistakes are one line.
+The real-size config is only built on the meta device (9.6B parameters are not allocated)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import REAL_CONFIG_DIR, TINY_CKPT
+
+from evalkit.cli import main
+
+SMALL = ["--requests", "8", "--images", "4", "--baseline-requests", "4", "--baseline-batch-sizes", "2"]
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory, shared_dir) -> tuple[str, dict]:
+    path = tmp_path_factory.mktemp("bench") / "figures.json"
+    code, out, err = run_cli(["bench", "--config", str(TINY_CKPT), *SMALL, "--json", str(path)])
+    assert code == 0, err
+    return out, json.loads(path.read_text())
+
+
+def test_bench_prints_the_table(tiny_bench):
+    out, figures = tiny_bench
+    rows = {line.split("  ")[0].strip(): line for line in out.splitlines()}
+    for name in ("engine", "generate() batch 1", "hardware limit"):
+        assert name in rows, out
+    best = f"generate() best (batch {figures['generate_best']['batch_size']})"
+    assert best in rows
+    ratio = float(rows["generate() batch 1"].split()[-1].rstrip("x"))
+    assert ratio == pytest.approx(figures["speedup_vs_batch1"], abs=0.006)
+    assert "outputs equal to the engine's on 100% of them" in out
+    assert re.search(r"engine time: vision [\d.]+s \(4 images\), prefill [\d.]+s", out)
+    assert re.search(r"engine decode at batch 1: [\d.]+ ms/step", out)
+
+
+def test_bench_json_figures(tiny_bench):
+    _, r = tiny_bench
+    engine, batch1, best = r["engine"], r["generate_batch1"], r["generate_best"]
+    assert engine["requests"] == 8 and engine["images_encoded"] == 4  # each image once
+    assert engine["generated_tokens"] == 8 * 10  # min_new_tokens = max_new_tokens = 10
+    assert engine["samples_per_s"] == pytest.approx(8 / engine["seconds"])
+    assert engine["tokens_per_s"] == pytest.approx(80 / engine["seconds"])
+    assert engine["prompt_tokens"] <= engine["padded_prompt_tokens"]
+    assert 0 < engine["vision_s"] + engine["prefill_s"] + engine["decode_s"] <= engine["seconds"]
+    assert engine["peak_memory_gib"] > 0
+    assert batch1["batch_size"] == 1 and batch1["requests"] == 4
+    assert [g["batch_size"] for g in r["generate_all"]] == [1, 2]
+    assert best == max(r["generate_all"], key=lambda g: g["samples_per_s"])
+    assert r["speedup_vs_batch1"] == pytest.approx(engine["samples_per_s"] / batch1["samples_per_s"])
+    assert r["speedup_vs_best"] == pytest.approx(engine["samples_per_s"] / best["samples_per_s"])
+    assert r["outputs_agree_with_generate"] == 1.0
+    assert r["device"].startswith("cpu") and r["dtype"] == "float32"
+    assert r["config"]["requests"] == 8 and r["config"]["images"] == 4 and r["config"]["weights"] == "random"
+    assert r["hardware"]["matmul_tflops"] > 0 and r["hardware"]["bandwidth_gb_s"] > 0
+    limit = r["limit"]
+    assert 0 < limit["achieved_fraction"] < 1  # nothing beats the hardware limit
+    assert limit["samples_per_s"] > engine["samples_per_s"]
+    decode = r["engine_batch1_decode"]
+    assert decode["requests"] == 3 and 0 < decode["fraction"] < 1
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "llava:/nowhere"], "bench measures qwen-vl:PATH models"),
+    (["--model", "qwen-vl:/nowhere"], "not a checkpoint directory"),
+    (["--config", "/nowhere/config.json"], "no such config file"),
+    ([], "bench needs --model qwen-vl:PATH or --config"),
+    (["--config", str(TINY_CKPT), "--batch-size", "many"], "batch sizes are positive integers"),
+    (["--config", str(TINY_CKPT), "--baseline-batch-sizes", "0"], "at least 1"),
+    (["--config", str(TINY_CKPT), "--dtype", "int3"], "unknown dtype"),
+    (["--config", str(TINY_CKPT / "qwen.tiktoken")], "not a Qwen-VL config.json"),
+])
+def test_bench_user_errors_are_one_line(argv, message, shared_dir):
+    code, out, err = run_cli(["bench", *argv])
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("evalkit: error:") and message in err, err
+
+
+def test_real_size_config_builds_on_the_meta_device(shared_dir):
+    code, out, err = run_cli(["bench", "--config", str(REAL_CONFIG_DIR), "--dry-run", "--dtype", "bf16"])
+    assert code == 0, err
+    counts = {k: float(v) for k, v in re.findall(r"(vision|adapter|llm|total) ([\d.]+)B", out)}
+    # the paper's Table 1: ViT 1.9B, adapter 0.08B, LLM 7.7B, 9.6B in all
+    assert counts["vision"] == pytest.approx(1.9, abs=0.05) and counts["adapter"] == pytest.approx(0.08, abs=0.005)
+    assert counts["llm"] == pytest.approx(7.7, abs=0.05) and counts["total"] == pytest.approx(9.6, abs=0.1)
+    assert "18.0 GiB of weights in bfloat16" in out
+
+
+def test_small_cpu_config_is_the_issue_shape():
+    config = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "small_cpu.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"],
+            config["intermediate_size"], config["vocab_size"]) == (512, 4, 8, 2816, 151936)
+    assert (config["visual"]["width"], config["visual"]["layers"], config["visual"]["image_size"]) == (256, 4, 448)
+    assert config["visual"]["output_dim"] == config["hidden_size"]
