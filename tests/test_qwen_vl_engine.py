@@ -345,3 +345,20 @@ def test_stop_table_flags_only_tokens_that_can_complete_a_stop(tiny_model, tiny_
     assert not table[tok.encode("InInspector")[0]] and not table[tok.encode(" OM")[0]]
     assert table[tok.img_end_id] and table[-1]  # decode re-shapes at </img>; ids past the tokenizer: checked
     assert bool(eng._stop_table(("\ufffd",)).all())
+
+
+def test_choices_crossing_a_dynamic_ntk_step_score_as_generate_does(tiny_model, tiny_processor, tiny_ckpt):
+    """A prompt just under seq_length (2048) whose longer choices take the sequence past it: the
+    reference (and the hf path) computes the rotary NTK alpha from the whole prompt + choice, so
+    the prompt's cache, prefilled at alpha 1, must not be reused for those choices."""
+    tok = tiny_processor.tokenizer
+    text = tok.decode(tok.encode((" ".join(TEXTS) + " ") * 60)[:2046])
+    while len(tok.encode(text)) > 2046:
+        text = text[:-1]
+    choices = [" A", " yellow and green square, surely", " red"]
+    assert len(tok.encode(text)) + max(len(tok.encode(c)) for c in choices) - 1 > 2048
+    reqs = [Request("long", "t", [text], choices=choices), Request("short", "t", [CAPITAL], choices=choices)]
+    hf = QwenVLModel(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=4, engine="hf").loglikelihood(reqs)
+    got = engine(tiny_model, tiny_processor, batch_size=4).loglikelihood(reqs)
+    assert flat_scores(got)[1] == flat_scores(hf)[1]
+    assert flat_scores(got)[0] == pytest.approx(flat_scores(hf)[0], abs=1e-4)

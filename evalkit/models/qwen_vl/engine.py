@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from evalkit.models.qwen_vl.language import ntk_alpha
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
 from evalkit.task import ChoiceScore, ImageError, ImageRef, Request
@@ -250,14 +251,25 @@ class QwenVLEngine:
     def loglikelihood(self, requests: Sequence[Request]) -> list[list[ChoiceScore]]:
         """Summed log-probability of each choice's tokens after the prompt (prompt and choice
         tokenized separately, then concatenated, as eval_mm scores multiple choice). The prompt
-        is prefilled once per request and its cache fanned out to the choices."""
+        is prefilled once per request and its cache fanned out to the choices, except where a
+        choice takes the sequence across a dynamic-NTK step (see `_crosses_ntk_step`)."""
         prepared = [self._prepare(r) for r in requests]
         choice_ids = {id(p): [self.tokenizer.encode(c) for c in (p.request.choices or [])] for p in prepared}
 
         def extra_len(batch: list[Prepared]) -> int:
             return max((len(c) for p in batch for c in choice_ids[id(p)]), default=0)
 
-        return self._run_batched(prepared, extra_len, lambda b: self._score_batch(b, choice_ids))
+        def whole(batch: list[Prepared]) -> list[list[ChoiceScore]]:
+            return [self._score_whole(p, choice_ids[id(p)]) for p in batch]
+
+        crossing = [self._crosses_ntk_step(p, choice_ids[id(p)]) for p in prepared]
+        results: list[list[ChoiceScore]] = [[] for _ in prepared]
+        for kind, run in ((False, lambda b: self._score_batch(b, choice_ids)), (True, whole)):
+            rows = [i for i, c in enumerate(crossing) if c == kind]
+            if rows:
+                for i, out in zip(rows, self._run_batched([prepared[i] for i in rows], extra_len, run)):
+                    results[i] = out
+        return results
 
     # -- planning --------------------------------------------------------------------------
     def _prepare(self, request: Request) -> Prepared:
@@ -555,6 +567,35 @@ class QwenVLEngine:
         for row, c, score in zip(owner, flat, scores):
             out[row].append(ChoiceScore(logprob=float(score), n_tokens=len(c)))
         return out
+
+    def _crosses_ntk_step(self, p: Prepared, choices: list[list[int]]) -> bool:
+        """Does a choice change the dynamic-NTK alpha? eval_mm (and the hf path) scores prompt +
+        choice in one forward, whose alpha comes from the whole length; a prompt just under
+        `seq_length` (2048, 4096, ...) with a longer choice gets another alpha than the prompt
+        alone, so its prefilled cache cannot be shared."""
+        c = self.model.config
+        if not c.use_dynamic_ntk:
+            return False
+        alpha = ntk_alpha(len(p.ids), c.seq_length)
+        return any(ntk_alpha(len(p.ids) + len(ch) - 1, c.seq_length) != alpha for ch in choices if ch)
+
+    def _score_whole(self, p: Prepared, choices: list[list[int]]) -> list[ChoiceScore]:
+        """Each choice in one forward with its prompt (no shared cache), as eval_mm scores it."""
+        rows = [Prepared(p.ids + ch[:-1], p.images, p.request) for ch in choices]
+        keep = max(len(ch) for ch in choices)
+        features = self._image_features(rows)
+        started = self._now()
+        width = max(len(r.ids) for r in rows)
+        ids, mask = self._left_padded(rows, width, 0)
+        hidden = self.model.transformer(input_ids=ids, attention_mask=mask, image_features=features)
+        logprobs = torch.log_softmax(self.model.lm_head(hidden[:, -keep:]).float(), dim=-1)
+        scores = [float(logprobs[r, keep - len(ch) :].gather(1, torch.tensor(ch, device=self.device)[:, None]).sum())
+                  for r, ch in enumerate(choices)]
+        self._sync()
+        self.stats.prefill_s += self._now() - started
+        self.stats.prompt_tokens += sum(len(r.ids) for r in rows)
+        self.stats.padded_prompt_tokens += width * len(rows)
+        return [ChoiceScore(logprob=score, n_tokens=len(ch)) for score, ch in zip(scores, choices)]
 
     # -- timing ----------------------------------------------------------------------------
     def _sync(self) -> None:
