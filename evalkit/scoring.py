@@ -36,7 +36,9 @@ def score_task(spec: TaskSpec, samples: list[Sample], preds: list[Prediction], s
         for name, value in result.aggregate.items():
             entry: dict[str, Any] = {"value": _finite(value), "n": len(preds)}
             values = [s[name] for s in result.per_sample if name in s]
-            if len(values) == len(preds) and values:
+            if name in result.ci95:
+                entry["ci95"] = [_finite(x) for x in result.ci95[name]]
+            elif len(values) == len(preds) and values:
                 entry["ci95"] = list(bootstrap_ci(values, seed=seed))
             metrics[name] = entry
         info.update(result.info)

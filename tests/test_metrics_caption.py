@@ -127,3 +127,47 @@ def test_adapter_groups_by_image_and_notes_reference_dependence(demo):
     assert sum(s["CIDEr"] for s in result.per_sample[:6]) / 6 == pytest.approx(result.aggregate["CIDEr"])
     assert result.info["caption"]["duplicate_image_samples"] == 1
     assert result.info["caption"]["note"] == REFERENCE_SET_NOTE
+
+
+def test_bleu_intervals_are_the_official_bleu_of_each_resample(demo):
+    """Each resample's BLEU from summed statistics equals pycocoevalcap's BleuScorer run on that
+    resample of images (same seeded indices), so the interval is BLEU's own."""
+    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+
+    from evalkit.metrics.caption import bleu_resamples, bleu_with_ci, tokenize
+    from evalkit.metrics.stats import _resample_blocks
+
+    ids, preds, refs = demo
+    # half the predictions cut short, so the brevity penalty is exercised
+    preds = {i: (p if k % 2 else " ".join(p.split()[:3])) for k, (i, p) in enumerate(preds.items())}
+    tokens = tokenize({**{("ref", i): refs[i] for i in ids}, **{("res", i): [preds[i]] for i in ids}})
+    gts = {i: tokens[("ref", i)] for i in ids}
+    res = {i: tokens[("res", i)] for i in ids}
+    score, resampled = bleu_resamples(gts, res, n_resamples=30, seed=7)
+    _, _, idx = next(_resample_blocks(len(ids), 30, seed=7))
+    for row, picks in enumerate(idx):
+        scorer = BleuScorer(n=4)
+        for j in picks:
+            scorer += (res[ids[j]][0], gts[ids[j]])
+        official, _ = scorer.compute_score(option="closest", verbose=0)
+        assert list(resampled[row]) == pytest.approx(official, rel=1e-12, abs=1e-15), row
+    value, intervals = bleu_with_ci(gts, res)
+    assert value == score
+    for v, (low, high) in zip(value, intervals):
+        assert low < v < high
+
+
+def test_bleu_interval_reaches_run_json(demo):
+    """Every caption aggregate but METEOR carries a 95% interval in run.json's metrics."""
+    from evalkit.scoring import score_task
+    from evalkit.task import DatasetSpec, MetricSpec, TaskSpec
+
+    ids, preds, refs = demo
+    samples = [Sample(id=str(i), images=[], fields={}, references=refs[i], metadata={"image_id": i}) for i in ids]
+    predictions = [Prediction(sample_id=str(i), task="t", output=preds[i]) for i in ids]
+    spec = TaskSpec(name="t", dataset=DatasetSpec(), fields={}, prompts={},
+                    metrics=[MetricSpec("caption", {"metrics": ["CIDEr", "BLEU", "ROUGE_L"]})])
+    metrics = score_task(spec, samples, predictions)["metrics"]
+    for name in ("CIDEr", "BLEU_1", "BLEU_4", "ROUGE_L"):
+        low, high = metrics[name]["ci95"]
+        assert low <= metrics[name]["value"] <= high, name

@@ -21,6 +21,9 @@ class MetricResult:
     per_sample: list[dict[str, float]]
     aggregate: dict[str, float]
     info: dict[str, Any] = field(default_factory=dict)  # counts and notes, e.g. {"unparseable": 3}
+    # Intervals a corpus metric computes itself (BLEU from resampled n-gram totals); other
+    # aggregates get the bootstrap of their per-sample key's mean from the runner.
+    ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 MetricFn = Callable[..., MetricResult]  # (predictions, samples, **options) -> MetricResult

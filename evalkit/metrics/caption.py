@@ -9,8 +9,10 @@ text -- BLEU-1..4 (``Bleu(4)``, option "closest", corpus-level), METEOR 1.5 (Jav
 CIDEr's IDF weights are document frequencies over the *references of the images being scored*, so a score on a
 subset (``--limit``) is not comparable to the full-split score, and per-image CIDEr depends on which other images
 are in the set. The task adapter says so in its ``info``. Per-image CIDEr and ROUGE-L are exact parts of their
-corpus scores (both are plain means); BLEU and METEOR corpus scores are not means of per-image scores, so they
-are reported as aggregates only.
+corpus scores (both are plain means), so their intervals are the bootstrap of those means. BLEU and METEOR corpus
+scores are not means of per-image scores: BLEU's interval resamples its summed n-gram statistics
+(``bleu_with_ci``); METEOR's corpus score is computed inside the METEOR jar from statistics it aggregates
+itself, so a resample would cost a Java round trip each and METEOR is reported without an interval.
 
 Costs: the tokenizer is one Java call per evaluation (references and predictions go in one batch; tokenisation
 is line by line, so this equals COCOEvalCap's two calls). METEOR's JVM takes ~10 s to start, so one scorer is
@@ -34,6 +36,8 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from evalkit.metrics.base import MetricResult, answers_of, register_metric
 from evalkit.task import Prediction, Sample
 
@@ -51,6 +55,7 @@ _meteor_lock = threading.Lock()
 class CaptionResult:
     aggregate: dict[str, float]
     per_image: dict[str, dict[Hashable, float]] = field(default_factory=dict)  # metric -> image id -> score
+    ci95: dict[str, tuple[float, float]] = field(default_factory=dict)  # corpus metrics' own intervals
 
 
 def tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, list[str]]:
@@ -106,7 +111,6 @@ def evaluate_captions(
     metrics: Iterable[str] = DEFAULT_METRICS,
 ) -> CaptionResult:
     """Corpus scores and per-image CIDEr / ROUGE_L for one prediction per image id."""
-    from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
@@ -129,13 +133,15 @@ def evaluate_captions(
 
     aggregate: dict[str, float] = {}
     per_image: dict[str, dict[Hashable, float]] = {}
+    ci95: dict[str, tuple[float, float]] = {}
     if "CIDEr" in wanted:
         score, scores = Cider().compute_score(gts, res)
         aggregate["CIDEr"] = float(score)
         per_image["CIDEr"] = {i: float(s) for i, s in zip(gts, scores)}
     if "BLEU" in wanted:
-        score, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        score, intervals = bleu_with_ci(gts, res)
         aggregate.update({f"BLEU_{n + 1}": float(s) for n, s in enumerate(score)})
+        ci95.update({f"BLEU_{n + 1}": ci for n, ci in enumerate(intervals)})
     if "METEOR" in wanted:
         with _meteor_lock:
             score, _ = meteor_scorer().compute_score(_meteor_safe(gts), _meteor_safe(res))
@@ -147,7 +153,51 @@ def evaluate_captions(
     if "SPICE" in wanted:
         score, _ = _spice_scorer().compute_score(gts, res)
         aggregate["SPICE"] = float(score)
-    return CaptionResult(aggregate, per_image)
+    return CaptionResult(aggregate, per_image, ci95)
+
+
+def bleu_with_ci(
+    gts: Mapping[Hashable, list[str]], res: Mapping[Hashable, list[str]], n_resamples: int = 1000, seed: int = 0
+) -> tuple[list[float], list[tuple[float, float]]]:
+    """Corpus BLEU-1..4 exactly as ``Bleu(4).compute_score`` and their bootstrap 95% intervals."""
+    from evalkit.metrics.stats import percentile_interval
+
+    score, resampled = bleu_resamples(gts, res, n_resamples, seed)
+    return score, [percentile_interval(resampled[:, k]) for k in range(4)]
+
+
+def bleu_resamples(
+    gts: Mapping[Hashable, list[str]], res: Mapping[Hashable, list[str]], n_resamples: int, seed: int = 0
+) -> tuple[list[float], np.ndarray]:
+    """(corpus BLEU-1..4, [n_resamples, 4] BLEU of image resamples).
+
+    The corpus score is pycocoevalcap's BleuScorer with the "closest" reference length, as
+    ``Bleu(4).compute_score``. Corpus BLEU is a function of n-gram matches, guesses and lengths
+    summed over images, so each resample's BLEU is that function of the resampled sums of the
+    scorer's own per-image counts: nothing is re-tokenised or re-counted.
+    """
+    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+
+    from evalkit.metrics.stats import bootstrap_totals
+
+    scorer = BleuScorer(n=4)
+    for key in gts:  # the loop of Bleu.compute_score
+        scorer += (res[key][0], gts[key])
+    score, _ = scorer.compute_score(option="closest", verbose=0)
+    stats = np.array([[c["testlen"], scorer._single_reflen(c["reflen"], "closest", c["testlen"]),
+                       *c["guess"], *c["correct"]] for c in scorer.ctest], dtype=np.float64)
+    return [float(x) for x in score], bleu_from_totals(bootstrap_totals(stats, n_resamples, seed))
+
+
+def bleu_from_totals(totals: np.ndarray, n: int = 4) -> np.ndarray:
+    """BleuScorer.compute_score's corpus formula, vectorised over rows of
+    [testlen, reflen, guess_1..n, correct_1..n] totals (its tiny/small guards included)."""
+    tiny, small = 1e-15, 1e-9
+    guess, correct = totals[:, 2:2 + n], totals[:, 2 + n:2 + 2 * n]
+    bleu = np.cumprod((correct + tiny) / (guess + small), axis=1) ** (1.0 / np.arange(1, n + 1))
+    ratio = (totals[:, 0] + tiny) / (totals[:, 1] + small)
+    penalty = np.where(ratio < 1, np.exp(1 - 1 / np.where(ratio < 1, ratio, 1)), 1.0)
+    return bleu * penalty[:, None]
 
 
 def caption_scores(
@@ -184,4 +234,4 @@ def caption_metric(
             "note": REFERENCE_SET_NOTE,
         }
     }
-    return MetricResult(per_sample, result.aggregate, info)
+    return MetricResult(per_sample, result.aggregate, info, ci95=result.ci95)

@@ -32,31 +32,54 @@ def _as_array(values: Sequence[float] | np.ndarray) -> np.ndarray:
     return arr
 
 
+def _resample_blocks(n: int, n_resamples: int, seed: int):
+    """(start, stop, indices [stop - start, n]) blocks of resamples with replacement, seeded."""
+    rng = np.random.default_rng(seed)
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, n_resamples, rows):
+        stop = min(start + rows, n_resamples)
+        yield start, stop, rng.integers(0, n, size=(stop - start, n))
+
+
 def bootstrap_means(values: Sequence[float] | np.ndarray, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
     """Means of ``n_resamples`` resamples (with replacement, same size) of ``values``."""
     arr = _as_array(values)
-    n = arr.size
-    if n == 0:
+    if arr.size == 0:
         return np.full(n_resamples, np.nan)
-    rng = np.random.default_rng(seed)
-    rows = max(1, _CHUNK_ELEMENTS // n)
     out = np.empty(n_resamples)
-    for start in range(0, n_resamples, rows):
-        stop = min(start + rows, n_resamples)
-        idx = rng.integers(0, n, size=(stop - start, n))
+    for start, stop, idx in _resample_blocks(arr.size, n_resamples, seed):
         out[start:stop] = arr[idx].mean(axis=1)
     return out
+
+
+def bootstrap_totals(stats: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """Column sums [n_resamples, F] of resamples of the rows of ``stats`` [n, F].
+
+    For corpus metrics that are a function of summed per-sample statistics (BLEU: n-gram matches,
+    guesses and lengths): the metric of each resample is that function of its totals, so the
+    interval is the metric's own, not that of a mean of sentence-level scores.
+    """
+    arr = np.asarray(stats, dtype=np.float64)
+    out = np.full((n_resamples, arr.shape[1]), np.nan)
+    if arr.shape[0] == 0:
+        return out
+    for start, stop, idx in _resample_blocks(arr.shape[0], n_resamples, seed):
+        out[start:stop] = arr[idx].sum(axis=1)
+    return out
+
+
+def percentile_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    if np.isnan(values).all():
+        return (float("nan"), float("nan"))
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return (float(low), float(high))
 
 
 def bootstrap_ci(
     values: Sequence[float] | np.ndarray, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile bootstrap (1 - alpha) interval of the mean; (nan, nan) for no values."""
-    means = bootstrap_means(values, n_resamples, seed)
-    if np.isnan(means).all():
-        return (float("nan"), float("nan"))
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return (float(low), float(high))
+    return percentile_interval(bootstrap_means(values, n_resamples, seed), alpha)
 
 
 def _paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
