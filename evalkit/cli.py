@@ -132,11 +132,17 @@ def _run(args: argparse.Namespace, dist: Dist) -> int:
 
 
 def _print_notes(data: dict) -> None:
+    """What a reader of the table must know: metric caveats (e.g. CIDEr on a subset) and where
+    private-answer splits are scored."""
     for key, t in data["tasks"].items():
-        for note in t.get("info", {}).get("notes", []):
+        info = t.get("info", {})
+        notes = list(info.get("notes", []))
+        notes += [v["note"] for v in info.values() if isinstance(v, dict) and v.get("note")]
+        for note in dict.fromkeys(notes):
             print(f"note ({key}): {note}")
         if t.get("submission"):
-            print(f"note ({key}): answers are private; upload {t['submission']} to the evaluation server")
+            where = t.get("upload_to", "the evaluation server")
+            print(f"note ({key}): answers are private; upload {t['submission']} to {where}")
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -176,10 +182,7 @@ def _handlers() -> dict[str, Callable[[argparse.Namespace], int]]:
 
     for name, module in (("compare", "evalkit.compare"), ("diff", "evalkit.compare"), ("check", "evalkit.check"),
                          ("report", "evalkit.report"), ("bench", "evalkit.bench")):
-        try:
-            mod = import_module(module)
-        except ModuleNotFoundError:
-            continue
+        mod = import_module(module)  # each costs little: torch is imported inside the commands
         _COMMANDS[name] = getattr(mod, f"add_{name}_arguments")
         handlers[name] = getattr(mod, f"cmd_{name}")
     return handlers

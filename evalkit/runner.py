@@ -258,12 +258,13 @@ class Runner:
             p.scores = {}
         extra: dict[str, Any] = {}
         if spec.submission:  # private answers: write the server's file instead of scoring
-            from evalkit.submission import write_submission
+            from evalkit.submission import SERVERS, write_submission
 
             file = self.out / f"{key}_submission.json"
             write_submission(spec.submission, preds, samples, file)
             scored: dict[str, Any] = {"metrics": {}, "info": {}}
             extra["submission"] = str(file)
+            extra["upload_to"] = SERVERS[spec.submission]
         else:
             scored = score_task(spec, samples, preds, seed=self.settings.seed)
         cache.finalize(preds)

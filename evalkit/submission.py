@@ -36,6 +36,12 @@ def _docvqa(pred: Prediction, sample: Sample) -> dict[str, Any]:
 
 
 WRITERS: dict[str, Record] = {"vqav2": _vqav2, "vizwiz": _vizwiz, "docvqa": _docvqa}
+# Where each file goes: printed in the run summary and stored in run.json beside the file.
+SERVERS: dict[str, str] = {
+    "vqav2": "the VQA Challenge on EvalAI (eval.ai, test-dev phase)",
+    "vizwiz": "the VizWiz-VQA challenge on EvalAI (eval.ai, test-dev phase)",
+    "docvqa": "the Robust Reading Competition site (rrc.cvc.uab.es, DocVQA Task 1)",
+}
 
 
 def write_submission(kind: str, predictions: list[Prediction], samples: list[Sample], path: Path) -> None:

@@ -21,16 +21,16 @@ METRIC_NAMES = {
 CATALOG_GROUPS = {"captioning", "vqa", "textvqa", "grounding", "qwen_vl_paper"}
 
 
-def paper_numbers() -> dict[str, float]:
-    return json.loads((ROOT / "results" / "paper.json").read_text())["models"]["Qwen-VL"]
+def paper_numbers(model: str = "Qwen-VL") -> dict[str, float]:
+    return json.loads((ROOT / "results" / "paper.json").read_text())["models"][model]
 
 
 def table() -> str:
     from evalkit.registry import Registry
 
     reg = Registry()
-    paper = paper_numbers()
-    rows = ["| task | dataset | split | metric | Qwen-VL (paper) |", "|---|---|---|---|---|"]
+    paper, four_shot = paper_numbers(), paper_numbers("Qwen-VL 4-shot")
+    rows = ["| task | dataset | split | metric | Qwen-VL (paper) | 4-shot (paper) |", "|---|---|---|---|---|---|"]
     for name in sorted(n for n, s in reg.tasks.items() if CATALOG_GROUPS & set(s.groups)):
         spec = reg.get(name)
         ds = spec.dataset
@@ -42,8 +42,9 @@ def table() -> str:
         if group and name not in paper:
             number = f"{number} ({group})"
         note = " (submission)" if spec.submission else ""
-        metric = METRIC_NAMES.get(spec.primary_metric, spec.primary_metric) + note
-        rows.append(f"| `{name}` | {where} | {ds.split} | {metric} | {number} |")
+        variant = next((m.options["variant"] for m in spec.metrics if "variant" in m.options), None)
+        metric = METRIC_NAMES.get(spec.primary_metric, spec.primary_metric) + (f" ({variant})" if variant else "")
+        rows.append(f"| `{name}` | {where} | {ds.split} | {metric + note} | {number} | {four_shot.get(name, '')} |")
     return "\n".join(rows)
 
 

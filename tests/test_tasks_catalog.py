@@ -54,19 +54,27 @@ def test_groups():
     assert set(groups["textvqa"]) >= {"textvqa_val", "docvqa_test", "chartqa_test_human", "ai2d_test", "ocrvqa_test"}
 
 
+SERVERS = {"vqav2_testdev": "EvalAI", "vizwiz_testdev": "EvalAI", "docvqa_test": "rrc.cvc.uab.es"}
+
+
 @pytest.mark.parametrize("task", CATALOG)
-def test_task_runs_end_to_end_on_its_fixture(task, tmp_path):
+def test_task_runs_end_to_end_on_its_fixture(task, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", "--model", f"replay:{PREDS}", "--tasks", task, "--data-dir", str(DATA),
                  "--output", str(out), "--no-progress"])
     assert code == 0
+    printed = capsys.readouterr().out
     result = json.loads((out / "run.json").read_text())["tasks"][task]
     assert result["n_samples"] >= 2 and result["n_errors"] == 0
     if task in SUBMISSIONS:
         records = json.loads(Path(result["submission"]).read_text())
         assert len(records) == result["n_samples"]
         assert all(sorted(r) == SUBMISSIONS[task] for r in records)
+        note = next(line for line in printed.splitlines() if "answers are private" in line)
+        assert result["submission"] in note and SERVERS[task] in note  # the summary says where it goes
         return
+    if "captioning" in registry().get(task).groups:  # CIDEr's caveat is printed, not only stored
+        assert "not comparable to full-split scores" in printed
     primary = result["primary_metric"]
     assert primary is not None and result["metrics"][primary]["value"] is not None
     spec = registry().get(task)
