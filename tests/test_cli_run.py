@@ -4,8 +4,6 @@ and the user mistakes that must end in one clear line."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -130,11 +128,3 @@ def test_tasks_command_lists_specs(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     assert "vqav2_mini" in out and "vqa_accuracy" in out and "/VQAv2" in out
-
-
-def test_console_script_default_run(tmp_path):
-    """The README's first command: bare `evalkit` runs the embedded default and prints a table."""
-    proc = subprocess.run([sys.executable, "-m", "evalkit"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "embedded default" in proc.stdout and "task" in proc.stdout.splitlines()[1]
-    assert (tmp_path / "runs").is_dir()
