@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from evalkit.distributed import Dist
 
 # The embedded default: what `evalkit run` does with no arguments (the bundled demo model on the
-# demo suite: real Qwen-VL code, real tasks and metrics, about a minute on a laptop CPU).
+# demo suite: real Qwen-VL code, real tasks and metrics, under half a minute on a 2-core CPU).
 DEFAULT_MODEL = "demo"
 DEFAULT_TASKS = "demo"
 

@@ -11,7 +11,6 @@ from PIL import Image
 
 from evalkit.data import load_samples
 from evalkit.demo import data as demo
-from evalkit.demo.checkpoint import DATA_DIR
 from evalkit.demo.vocab import build_vocab
 from evalkit.metrics.grounding import iou, parse_box
 from evalkit.models.qwen_vl.tokenizer import QwenTokenizer
@@ -66,7 +65,7 @@ def test_scene_invariants():
 def test_shipped_parquet_equals_the_generator(task):
     """The files in assets/data are what `python -m evalkit.demo.data` writes (none hand-edited)."""
     for split, n in demo.SPLIT_SIZES.items():
-        shipped = pq.read_table(DATA_DIR / task / f"{split}.parquet").to_pylist()
+        shipped = pq.read_table(demo.DATA_DIR / task / f"{split}.parquet").to_pylist()
         assert shipped == demo.split_rows(task, split), f"{task}/{split}: regenerate with python -m evalkit.demo.data"
         assert len(shipped) == n
 

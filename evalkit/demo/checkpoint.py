@@ -23,7 +23,6 @@ from evalkit.models.qwen_vl.tokenizer import SPECIAL_TOKENS
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MODEL_DIR = ASSETS / "model"
-DATA_DIR = ASSETS / "data"
 
 VISUAL = {"width": 128, "layers": 4, "heads": 4, "mlp_ratio": 2.0, "patch_size": 8, "image_size": 128,
           "output_dim": 128, "n_queries": 256}

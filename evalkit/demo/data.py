@@ -27,6 +27,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 DEFAULT_SEED = 1234
+DATA_DIR = Path(__file__).resolve().parent / "assets" / "data"  # the shipped fixed splits
 SPLIT_SIZES = {"validation": 200, "test": 100}  # train is unbounded
 TASKS = ("demo_caption", "demo_vqa", "demo_textvqa", "demo_refcoco")
 
@@ -260,7 +261,7 @@ def make_row(task: str, scene: Scene, seed: int, split: str, index: int, with_im
         row.update(question_id=f"{scene.key}-txt", question=question, answers=answers,
                    ocr_tokens=[scene.word], answer=scene.word)
     elif task == "demo_refcoco":
-        if not scene.shapes or rng.random() < WORD_REFERENT_SHARE:  # text is a referent too
+        if rng.random() < WORD_REFERENT_SHARE:  # text is a referent too
             ref_id, sentence, box = f"{scene.key}-word", rng.choice(("the word", "the text")), scene.word_box
         else:
             shape = rng.choice(scene.shapes)
@@ -317,7 +318,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description="Write the demo suite's fixed splits as parquet files.")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "assets" / "data"))
+    parser.add_argument("--out", default=str(DATA_DIR))
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args()
     for p in write_parquet(args.out, args.seed):
