@@ -8,11 +8,10 @@
 #   benchmarks/gpu_real_size.sh [OUT.json] [extra evalkit bench arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shared="${EVALKIT_SHARED:-../shared}"
 out="${1:-benchmarks/results/gpu_real_size_bf16_$(date -u +%Y%m%dT%H%M%SZ).json}"
 shift || true
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python -m evalkit bench --config "$shared/fixtures/qwen_vl_config" --dtype bf16 --device cuda \
+python -m evalkit bench --config benchmarks/configs/qwen_vl_real.json --dtype bf16 --device cuda \
     --requests 256 --images 64 --max-new-tokens 10 \
     --baseline-requests 32 --baseline-batch-sizes 4,8,16,32 \
     --json "$out" "$@"

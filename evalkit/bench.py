@@ -13,7 +13,8 @@ bandwidth.
 
 Models: `--model qwen-vl:PATH` (a checkpoint) or `--config DIR|FILE` (a config.json; random
 weights, no download), e.g. benchmarks/configs/small_cpu.json on CPU or
-shared/fixtures/qwen_vl_config/ (real size) on a GPU.
+benchmarks/configs/qwen_vl_real.json (real size) on a GPU; both find the real
+qwen.tiktoken beside them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from typing import Any
 WORDS = ("what", "color", "is", "the", "shirt", "of", "man", "on", "left", "side", "picture", "near", "red",
          "bus", "how", "many", "people", "are", "standing", "in", "front", "this", "old", "building", "there",
          "a", "dog", "sitting", "grass")
-SHARED_TOKENIZER = Path("fixtures") / "qwen_vl_tiny" / "tiny-qwen-vl" / "qwen.tiktoken"
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
                    help="a Qwen-VL config.json (or its directory) to benchmark with random weights instead")
     p.add_argument("--tokenizer", default=None,
-                   help="qwen.tiktoken for --config (default: beside the config, else shared fixtures)")
+                   help="qwen.tiktoken for --config (default: the one beside the config file)")
     p.add_argument("--tasks", default=None,
                    help="take requests from these tasks (their data must be available) instead of the "
                         "synthetic VQA workload")
@@ -106,8 +106,7 @@ def _load(args: argparse.Namespace, batch_size: int | str):
         config = QwenVLConfig.from_dict(json.loads(config_file.read_text()))
     except (ValueError, TypeError) as exc:
         raise ModelError(f"{config_file}: not a Qwen-VL config.json ({exc})") from exc
-    shared = Path(os.environ.get("EVALKIT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-    candidates = [Path(args.tokenizer)] if args.tokenizer else [config_file.parent / VOCAB_FILE, shared / SHARED_TOKENIZER]
+    candidates = [Path(args.tokenizer)] if args.tokenizer else [config_file.parent / VOCAB_FILE]
     vocab = next((c for c in candidates if c.is_file()), None)
     if vocab is None:
         raise ModelError(f"no tokenizer file: tried {', '.join(map(str, candidates))}; pass --tokenizer")

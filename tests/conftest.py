@@ -1,34 +1,29 @@
-"""Shared test fixtures. `../shared` sits beside the repository (in CI too: a fresh clone with
-shared/ beside it); tests read the reference fixtures there in place."""
+"""Test fixtures shared by the suite. Everything the tests read lives in tests/fixtures/ (see its
+README for where each fixture came from); nothing outside the repository is read."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("EVALKIT_SHARED", REPO.parent / "shared"))
-TINY_DIR = SHARED / "fixtures" / "qwen_vl_tiny"
+FIXTURES = REPO / "tests" / "fixtures"
+TINY_DIR = FIXTURES / "qwen_vl_tiny"
 TINY_CKPT = TINY_DIR / "tiny-qwen-vl"
-REAL_CONFIG_DIR = SHARED / "fixtures" / "qwen_vl_config"
+REAL_CONFIG_DIR = FIXTURES / "qwen_vl_config"
+CHAT_CONTEXT = FIXTURES / "qwen_vl_chat" / "make_context.json"
+COCO_CAPTION_RESULTS = FIXTURES / "coco-caption" / "captions_val2014_fakecap_results.json"
+PAPER_NUMBERS = FIXTURES / "paper_numbers.json"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"shared fixtures not found at {SHARED} (set EVALKIT_SHARED)")
-    return SHARED
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(shared_dir: Path) -> Path:
+def tiny_dir() -> Path:
     return TINY_DIR
 
 
 @pytest.fixture(scope="session")
-def tiny_ckpt(shared_dir: Path) -> Path:
+def tiny_ckpt() -> Path:
     return TINY_CKPT
 
 

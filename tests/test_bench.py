@@ -11,10 +11,11 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REAL_CONFIG_DIR, TINY_CKPT
+from conftest import REPO, TINY_CKPT
 
 from evalkit.cli import main
 
+REAL_CONFIG_FILE = REPO / "benchmarks" / "configs" / "qwen_vl_real.json"  # the real qwen.tiktoken lies beside it
 SMALL = ["--requests", "8", "--images", "4", "--baseline-requests", "4", "--baseline-batch-sizes", "2"]
 
 
@@ -26,7 +27,7 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_bench(tmp_path_factory, shared_dir) -> tuple[str, dict]:
+def tiny_bench(tmp_path_factory) -> tuple[str, dict]:
     path = tmp_path_factory.mktemp("bench") / "figures.json"
     code, out, err = run_cli(["bench", "--config", str(TINY_CKPT), *SMALL, "--json", str(path)])
     assert code == 0, err
@@ -83,14 +84,14 @@ def test_bench_json_figures(tiny_bench):
     (["--config", str(TINY_CKPT), "--dtype", "int3"], "unknown dtype"),
     (["--config", str(TINY_CKPT / "qwen.tiktoken")], "not a Qwen-VL config.json"),
 ])
-def test_bench_user_errors_are_one_line(argv, message, shared_dir):
+def test_bench_user_errors_are_one_line(argv, message):
     code, out, err = run_cli(["bench", *argv])
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("evalkit: error:") and message in err, err
 
 
-def test_real_size_config_builds_on_the_meta_device(shared_dir):
-    code, out, err = run_cli(["bench", "--config", str(REAL_CONFIG_DIR), "--dry-run", "--dtype", "bf16"])
+def test_real_size_config_builds_on_the_meta_device():
+    code, out, err = run_cli(["bench", "--config", str(REAL_CONFIG_FILE), "--dry-run", "--dtype", "bf16"])
     assert code == 0, err
     counts = {k: float(v) for k, v in re.findall(r"(vision|adapter|llm|total) ([\d.]+)B", out)}
     # the paper's Table 1: ViT 1.9B, adapter 0.08B, LLM 7.7B, 9.6B in all

@@ -13,7 +13,7 @@ from evalkit.prompts import build_request
 from evalkit.registry import Registry
 
 
-def test_run_qwen_vl_fixture_checkpoint(tmp_path, capsys, shared_dir):
+def test_run_qwen_vl_fixture_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["run", "--model", f"qwen-vl:{TINY_CKPT}", "--tasks", "vqav2_mini", "-o", str(out),
                "--batch-size", "4", "--no-progress"])

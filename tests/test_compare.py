@@ -7,13 +7,12 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import SHARED
+from conftest import PAPER_NUMBERS
 from run_fixtures import FakeTask, write_run
 
 from evalkit.cli import main
 from evalkit.compare import ScoreBook, build_table, diff_runs, open_run, significance_of
 
-SHARED_PAPER = SHARED / "paper_numbers.json"
 
 
 def vqa(correct: int, n: int = 100, **kw) -> FakeTask:
@@ -87,10 +86,8 @@ def test_formats(runs):
 
 
 def test_paper_column(tmp_path):
-    if not SHARED_PAPER.exists():
-        pytest.skip(f"no {SHARED_PAPER}")
     run = write_run(tmp_path / "r", [FakeTask("okvqa_val", [1.0, 0.0]), FakeTask("okvqa_val", [1.0, 1.0], shots=4)])
-    paper = json.loads(SHARED_PAPER.read_text())
+    paper = json.loads(PAPER_NUMBERS.read_text())
     table = build_table([open_run(run)], paper=paper)
     frame = table.display_frame().set_index("task")
     assert frame.loc["okvqa_val", "Qwen-VL (paper)"] == "58.60"

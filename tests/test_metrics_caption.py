@@ -1,7 +1,7 @@
 """COCO caption metrics: the wrapper against pycocoevalcap's scorers run directly (the official implementation).
 
 The only test module that starts METEOR (one JVM, module scope). Data: the first 40 predictions of coco-caption's
-demo results file (/work/shared/external/coco-caption/captions_val2014_fakecap_results.json); its references
+demo results file (tests/fixtures/coco-caption/, see its README); its references
 (captions_val2014.json) are not available offline, so each image's references are the next three demo captions
 (cyclic) plus, for even positions, its own caption with the first "a " replaced by "the ".
 
@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SHARED
+from conftest import COCO_CAPTION_RESULTS
 
 from evalkit.metrics import get_metric
 from evalkit.metrics.caption import REFERENCE_SET_NOTE, caption_scores, evaluate_captions, meteor_scorer
 from evalkit.task import Prediction, Sample
 
-FAKECAP = SHARED / "external/coco-caption/captions_val2014_fakecap_results.json"
+FAKECAP = COCO_CAPTION_RESULTS
 
 FROZEN = {
     "BLEU_1": 0.7234042553174388, "BLEU_2": 0.6312950299252368, "BLEU_3": 0.5598210045649433,
@@ -32,8 +32,6 @@ FROZEN_FIRST_CIDER = [1.478838584634157, 0.0, 0.999753152639396]
 
 @pytest.fixture(scope="module")
 def demo():
-    if not FAKECAP.exists():
-        pytest.skip(f"{FAKECAP} not found")
     fake = json.loads(FAKECAP.read_text())[:40]
     ids = [r["image_id"] for r in fake]
     preds = {r["image_id"]: r["caption"] for r in fake}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REAL_CONFIG_DIR
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -49,8 +50,8 @@ def make_checkpoint(
     return root
 
 
-def test_real_size_parameter_counts(shared_dir):
-    config = QwenVLConfig.from_pretrained(shared_dir / "fixtures" / "qwen_vl_config")
+def test_real_size_parameter_counts():
+    config = QwenVLConfig.from_pretrained(REAL_CONFIG_DIR)
     with torch.device("meta"):
         model = QwenVLForCausalLM(config)
 
