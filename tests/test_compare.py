@@ -14,7 +14,6 @@ from evalkit.cli import main
 from evalkit.compare import ScoreBook, build_table, diff_runs, open_run, significance_of
 
 
-
 def vqa(correct: int, n: int = 100, **kw) -> FakeTask:
     return FakeTask("vqa_t", [1.0] * correct + [0.0] * (n - correct), **kw)
 

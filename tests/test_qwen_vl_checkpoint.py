@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REAL_CONFIG_DIR
 import torch
+from conftest import REAL_CONFIG_DIR
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
