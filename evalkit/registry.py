@@ -24,6 +24,7 @@ import yaml
 from evalkit.task import DatasetSpec, FewShotSpec, GenerationSettings, MetricSpec, TaskSpec
 
 REPO_TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
+GROUP_SUFFIX = ".group.yaml"  # group files: a named suite of tasks and groups (Registry._add_group)
 
 
 class SpecError(ValueError):
@@ -54,15 +55,38 @@ class Registry:
         self.dirs = [Path(d) for d in (default_task_dirs() if dirs is None else dirs)]
         self.dirs += [Path(d) for d in extra_dirs]
         self.tasks: dict[str, TaskSpec] = {}
+        group_files: list[Path] = []
         for d in self.dirs:
             if not d.is_dir():
                 raise SpecError(f"task directory not found: {d}")
             for file in sorted(d.rglob("*.yaml")):
-                if not file.name.startswith("_"):
-                    spec = load_spec(file)
-                    if spec.name in self.tasks and self.tasks[spec.name].source != spec.source:
-                        raise SpecError(f"{file}: task {spec.name!r} is also defined in {self.tasks[spec.name].source}")
-                    self.tasks[spec.name] = spec
+                if file.name.startswith("_"):
+                    continue
+                if file.name.endswith(GROUP_SUFFIX):
+                    group_files.append(file)
+                    continue
+                spec = load_spec(file)
+                if spec.name in self.tasks and self.tasks[spec.name].source != spec.source:
+                    raise SpecError(f"{file}: task {spec.name!r} is also defined in {self.tasks[spec.name].source}")
+                self.tasks[spec.name] = spec
+        for file in group_files:
+            self._add_group(file)
+
+    def _add_group(self, file: Path) -> None:
+        """A group file (`<name>.group.yaml`: `group: NAME`, `tasks: [task or group names]`) adds its
+        group to each member's `groups`, so a suite spanning many families needs no edit of their specs."""
+        data = _read_with_includes(file, seen=())
+        name, members = data.get("group"), data.get("tasks")
+        if not isinstance(name, str) or not isinstance(members, list) or set(data) - {"group", "tasks", "description"}:
+            raise SpecError(f"{file}: a group file has 'group' (a name), 'tasks' (a list) and an optional 'description'")
+        groups = self.groups
+        for member in members:
+            names = groups.get(member) or ([member] if member in self.tasks else None)
+            if names is None:
+                raise SpecError(f"{file}: field 'tasks': {self._unknown(member)}")
+            for task in names:
+                if name not in self.tasks[task].groups:
+                    self.tasks[task].groups.append(name)
 
     @property
     def groups(self) -> dict[str, list[str]]:

@@ -258,9 +258,9 @@ class Runner:
             p.scores = {}
         extra: dict[str, Any] = {}
         if spec.submission:  # private answers: write the server's file instead of scoring
-            from evalkit.submission import SERVERS, write_submission
+            from evalkit.submission import SERVERS, submission_suffix, write_submission
 
-            file = self.out / f"{key}_submission.json"
+            file = self.out / f"{key}_submission{submission_suffix(spec.submission)}"
             write_submission(spec.submission, preds, samples, file)
             scored: dict[str, Any] = {"metrics": {}, "info": {}}
             extra["submission"] = str(file)

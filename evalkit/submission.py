@@ -3,7 +3,8 @@
 VQAv2 test-dev (EvalAI, VQA Challenge), VizWiz test-dev (EvalAI, VizWiz VQA) and DocVQA test
 (rrc.cvc.uab.es, DocVQA Task 1) keep their answers private: a run writes the file the server
 takes instead of a score. The answer written is the post-processed one (eval_mm strips its
-outputs), the same text a public split would score.
+outputs), the same text a public split would score. MMBench test (OpenCompass server) and
+TouchStone (a GPT-4 judge) take tables: `evalkit.submission_tables` writes those.
 """
 
 from __future__ import annotations
@@ -41,13 +42,28 @@ SERVERS: dict[str, str] = {
     "vqav2": "the VQA Challenge on EvalAI (eval.ai, test-dev phase)",
     "vizwiz": "the VizWiz-VQA challenge on EvalAI (eval.ai, test-dev phase)",
     "docvqa": "the Robust Reading Competition site (rrc.cvc.uab.es, DocVQA Task 1)",
+    "mmbench": "the MMBench evaluation server (OpenCompass; it takes .xlsx: save this table with pandas to_excel)",
+    "touchstone": "TouchStone's GPT-4 judge: python eval.py FILE $OPENAI_API_KEY --model-name NAME "
+                  "(github.com/OFA-Sys/TouchStone; a paid API call evalkit never makes)",
 }
 
 
+def submission_suffix(kind: str) -> str:
+    """The file extension the `kind` server takes."""
+    from evalkit.submission_tables import TABLES
+
+    return TABLES[kind][0] if kind in TABLES else ".json"
+
+
 def write_submission(kind: str, predictions: list[Prediction], samples: list[Sample], path: Path) -> None:
-    """Write `predictions` (aligned with `samples`) as the `kind` server's json file, atomically."""
+    """Write `predictions` (aligned with `samples`) as the `kind` server's file, atomically."""
+    from evalkit.submission_tables import TABLES
+
+    if kind in TABLES:
+        TABLES[kind][1](predictions, samples, path)
+        return
     if kind not in WRITERS:
-        raise ValueError(f"unknown submission kind {kind!r}; known: {', '.join(sorted(WRITERS))}")
+        raise ValueError(f"unknown submission kind {kind!r}; known: {', '.join(sorted([*WRITERS, *TABLES]))}")
     by_id = {s.id: s for s in samples}
     record = WRITERS[kind]
     atomic_write_json(path, [record(p, by_id[p.sample_id]) for p in predictions])

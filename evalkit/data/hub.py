@@ -8,7 +8,9 @@ Most lmms-lab repos map onto a Sample with the field mapping alone. A few do not
 - AI2D, which eval_mm scores as open QA, needs the option text of the gold index and the options
   as lines (`pick`, `join_lines`);
 - single-answer datasets (GQA, AI2D) give their answer as a one-element list, the shape every
-  answer-list metric takes (`as_list`).
+  answer-list metric takes (`as_list`);
+- MMBench keeps its options in columns A..D, empty where a question has fewer (`collect`), and its
+  test submission echoes each row's text columns (`record`).
 Each step is declared in the spec's `dataset.options`, so the spec still says everything.
 """
 
@@ -34,16 +36,31 @@ def hub_rows(ds: DatasetSpec) -> Iterator[dict[str, Any]]:
         row = dict(row)
         if lookup is not None:
             _join_row(row, opts["join"], lookup)
-        for column, value in (opts.get("fill_empty") or {}).items():
-            if row.get(column) in (None, ""):
-                row[column] = value
-        for column, (list_column, index_column) in (opts.get("pick") or {}).items():
-            row[column] = row[list_column][int(row[index_column])]
-        for column, list_column in (opts.get("join_lines") or {}).items():
-            row[column] = "\n".join(str(x) for x in row[list_column])
-        for column, source in (opts.get("as_list") or {}).items():
-            row[column] = None if row.get(source) is None else [row[source]]
-        yield row
+        yield reshape(row, opts)
+
+
+def _missing(value: Any) -> bool:
+    """An empty cell: None, "", or the NaN pandas reads for an empty TSV cell (NaN != NaN)."""
+    return value is None or value == "" or value != value  # noqa: PLR0124
+
+
+def reshape(row: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+    """The per-row steps of `dataset.options` (module docstring), shared with the original-file
+    adapters whose rows have the hub copy's columns (`evalkit.data.tsv`)."""
+    for column, value in (opts.get("fill_empty") or {}).items():
+        if _missing(row.get(column)):
+            row[column] = value
+    for column, (list_column, index_column) in (opts.get("pick") or {}).items():
+        row[column] = row[list_column][int(row[index_column])]
+    for column, list_column in (opts.get("join_lines") or {}).items():
+        row[column] = "\n".join(str(x) for x in row[list_column])
+    for column, source in (opts.get("as_list") or {}).items():
+        row[column] = None if row.get(source) is None else [row[source]]
+    for column, sources in (opts.get("collect") or {}).items():  # MMBench: options A..D, absent ones dropped
+        row[column] = [row[c] for c in sources if not _missing(row.get(c))]
+    if opts.get("record"):  # every text column, for submission files that echo the dataset's row
+        row[opts["record"]] = {k: v for k, v in row.items() if isinstance(v, str | int | float) or v is None}
+    return row
 
 
 def _matches(row: dict[str, Any], where: dict[str, Any]) -> bool:
