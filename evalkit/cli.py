@@ -154,22 +154,41 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     if args.group and not names:
         print(f"evalkit: error: no group {args.group!r}; groups: {', '.join(sorted(reg.groups))}", file=sys.stderr)
         return 2
-    rows = [("task", "groups", "dataset", "split", "metric", "output")]
+    paper = _paper_numbers()
+    rows = [("task", "groups", "dataset", "split", "metric", "output", "paper: Qwen-VL / -Chat")]
     for name in names:
         s = reg.tasks[name]
         files = s.dataset.data_files
         if isinstance(files, dict):  # one file per split: show the evaluated one
             files = files.get(s.dataset.split, next(iter(files.values()), ""))
         where = s.dataset.path or _short(files) or s.dataset.format
+        same = re.sub(r"_(files|tsv)$", "", name)  # another data route of the same benchmark
+        numbers = [paper.get(model, {}).get(same) for model in ("Qwen-VL", "Qwen-VL-Chat")]
+        shown = " / ".join("-" if v is None else f"{v:g}" for v in numbers) if any(v is not None for v in numbers) else ""
         rows.append((name, ",".join(s.groups), str(where), s.dataset.split,
-                     ",".join(m.name for m in s.metrics), s.output_type))
+                     ",".join(m.name for m in s.metrics) or ("submission" if s.submission else ""), s.output_type, shown))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print(f"\n{len(names)} tasks; groups: {', '.join(f'{g} ({len(t)})' for g, t in sorted(reg.groups.items()))}")
+    for name, entry in _paper_numbers().get("absent", {}).items():  # reported by the paper, not runnable
+        reported = ", ".join(f"{m} {v:g}" for m, v in entry.items() if isinstance(v, int | float))
+        print(f"not available: {name} (paper: {reported}): {entry.get('why', '')}")
     return 0
+
+
+def _paper_numbers() -> dict:
+    """results/paper.json's models by name, plus its `absent` entries (tasks the paper reports that evalkit
+    cannot run); empty when the file is missing (an installed wheel without results/)."""
+    import json
+
+    file = Path(__file__).resolve().parents[1] / "results" / "paper.json"
+    if not file.exists():
+        return {}
+    data = json.loads(file.read_text(encoding="utf-8"))
+    return {**data.get("models", {}), "absent": data.get("absent", {})}
 
 
 def _short(files: object) -> str:

@@ -47,6 +47,8 @@ def _missing(value: Any) -> bool:
 def reshape(row: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
     """The per-row steps of `dataset.options` (module docstring), shared with the original-file
     adapters whose rows have the hub copy's columns (`evalkit.data.tsv`)."""
+    if opts.get("record"):  # the row's own text columns, as read, for submission files that echo it
+        row[opts["record"]] = {k: v for k, v in row.items() if isinstance(v, str | int | float) or v is None}
     for column, value in (opts.get("fill_empty") or {}).items():
         if _missing(row.get(column)):
             row[column] = value
@@ -58,8 +60,6 @@ def reshape(row: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
         row[column] = None if row.get(source) is None else [row[source]]
     for column, sources in (opts.get("collect") or {}).items():  # MMBench: options A..D, absent ones dropped
         row[column] = [row[c] for c in sources if not _missing(row.get(c))]
-    if opts.get("record"):  # every text column, for submission files that echo the dataset's row
-        row[opts["record"]] = {k: v for k, v in row.items() if isinstance(v, str | int | float) or v is None}
     return row
 
 

@@ -4,6 +4,7 @@ Accepted layouts, detected per record:
 - evalkit's own `samples/<task>.jsonl` (`sample_id`, `output`): `replay:results/run/samples`
   re-scores a previous run;
 - Qwen-VL eval_mm result files (a JSON list): VQA-style `{"question_id"|"questionId", "answer"}`,
+  SEED-Bench `{"question_id", "prediction": letter}`, MMBench `{"index", "prediction": option index}`,
   captions `{"image_id", "caption"}`, grounding `{"answer", "gt_bbox", "hw"}` (no id: matched by
   order, as eval_mm writes them in dataset order);
 - lmms-eval `--log_samples` jsonl (`doc_id`, `resps` / `filtered_resps`): matched by `doc_id`,
@@ -23,7 +24,7 @@ from typing import Any
 from evalkit.models.base import ModelError
 from evalkit.task import ChoiceScore, Request
 
-_ID_KEYS = ("sample_id", "question_id", "questionId", "image_id", "id")
+_ID_KEYS = ("sample_id", "question_id", "questionId", "image_id", "id", "index")  # index: eval_mm mmbench
 _TEXT_KEYS = ("output", "answer", "caption", "text", "prediction", "pred", "response")
 
 
@@ -70,8 +71,11 @@ def _record_text(record: dict[str, Any]) -> str | None:
             resp = resp[0]
         return resp if isinstance(resp, str) else None
     for key in _TEXT_KEYS:
-        if isinstance(record.get(key), str):
-            return record[key]
+        value = record.get(key)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):  # eval_mm mmbench: the option index
+            return str(value)
     return None
 
 
