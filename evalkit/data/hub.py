@@ -41,7 +41,7 @@ def hub_rows(ds: DatasetSpec) -> Iterator[dict[str, Any]]:
 
 def _missing(value: Any) -> bool:
     """An empty cell: None, "", or the NaN pandas reads for an empty TSV cell (NaN != NaN)."""
-    return value is None or value == "" or value != value  # noqa: PLR0124
+    return value is None or value == "" or value != value
 
 
 def reshape(row: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
