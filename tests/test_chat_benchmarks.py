@@ -230,6 +230,14 @@ def test_seed_frames_and_prompt_parsing():
         parse_prompt("Error: cannot decode video")
 
 
+def test_mme_limit_cut_keeps_scoring_and_says_so(tmp_path):
+    """--limit 3 leaves an image with one question: acc+ counts it on that question, info reports it."""
+    result = run("mme_perception", tmp_path, "--limit", "3")["tasks"]["mme_perception"]
+    assert result["info"]["mme"]["images_without_two_questions"] == 1
+    table = result["info"]["mme"]["subtasks"]["existence"]
+    assert table["questions"] == 3 and table["score"] == pytest.approx(100 * (table["acc"] + table["acc_plus"]))
+
+
 # ------------------------------------------------------------------ answer extraction
 
 
