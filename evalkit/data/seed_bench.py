@@ -94,7 +94,7 @@ def seed_hub_rows(ds: DatasetSpec) -> Iterator[dict[str, Any]]:
         if int(row["question_type_id"]) not in wanted:
             continue
         images = list(row["image"])
-        if len(images) > 1:
+        if len(images) > frames:  # more frames than the protocol's: trans.py's uniform pick among them
             images = [images[i] for i in get_index(len(images), frames)]
         yield {**row, "images": images, "question_id": str(row["question_id"]),
                "choices": [row[f"choice_{c}"] for c in "abcd"]}
