@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from evalkit import __version__
 from evalkit.data import load_samples
 from evalkit.distributed import Dist
+from evalkit.metrics.choice import pick_by_loglikelihood
 from evalkit.models.base import Model
 from evalkit.prompts import PromptError, build_request, choice_letters, choose_shots
 from evalkit.results import SCHEMA, RunError, SampleCache, atomic_write_json, result_key
@@ -363,9 +364,9 @@ class Runner:
                 or not all(isinstance(s, ChoiceScore) for s in scores)):
             raise MalformedOutput(f"the model returned {str(scores)[:80]!r}, not {n} choice scores")
         pred.choice_scores = [[s.logprob, s.n_tokens] for s in scores]
-        best = max(range(len(scores)), key=lambda i: scores[i].mean_logprob)
+        best = pick_by_loglikelihood(pred.choice_scores)  # the metric's own rule, so answer == what is scored
         pred.answer = best
-        pred.output = choice_letters(len(scores))[best]
+        pred.output = "" if best is None else choice_letters(len(scores))[best]
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

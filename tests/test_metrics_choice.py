@@ -66,3 +66,19 @@ def test_adapter_mixes_scores_and_text():
     assert [s["choice_accuracy"] for s in result.per_sample] == [1.0, 1.0, 0.0, 1.0]
     assert result.aggregate == {"choice_accuracy": 0.75}
     assert result.info["choice_accuracy"] == {"n": 4, "from_scores": 1, "from_text": 3, "unparseable": 1, "bad_scores": 0}
+
+
+@pytest.mark.parametrize(("scores", "expected"),
+                         [([[math.nan, 1], [-5.0, 1]], 1), ([[0.0, 0], [-5.0, 1]], 1), ([[-1.0, 1], [-0.5, 0]], 0)])
+def test_runner_records_the_choice_the_metric_scores(scores, expected):
+    """One rule: the answer the runner writes is the choice the metric scores (NaN / zero-token choices skipped)."""
+    from evalkit.runner import Runner
+    from evalkit.task import ChoiceScore, Request
+
+    request = Request(sample_id="s", task="t", parts=["q"], choices=[" A", " B"])
+    pred = Prediction(sample_id="s", task="t")
+    Runner._set_choice(pred, request, [ChoiceScore(lp, n) for lp, n in scores])
+    assert pred.answer == pick_by_loglikelihood(pred.choice_scores) == expected
+    assert pred.output == "AB"[expected]
+    sample = Sample(id="s", images=[], fields={"choices": ["x", "y"]}, references=pred.answer)
+    assert get_metric("choice_accuracy")([pred], [sample]).per_sample[0]["choice_accuracy"] == 1.0
