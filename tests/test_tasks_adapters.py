@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
 from fixtures.catalog import DATA, HUB, registry
 
 from evalkit.data import load_samples
-from evalkit.data.loader import _ADAPTERS
+from evalkit.data.loader import _ADAPTERS, DatasetError
 from evalkit.submission import write_submission
 from evalkit.task import DatasetSpec, Prediction, Sample
 
@@ -95,6 +96,30 @@ def test_refcoco_boxes_in_pixels_with_image_sizes(dataset, refs, split):
         assert (r["width"], r["height"]) == (w, h)
         assert r["bbox"] == pytest.approx([w * 0.25, h * 0.25, w * 0.75, h * 0.75])  # [x,y,w,h] -> corners
         assert r["image"] == images[r["image_id"]]["file_name"]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_refs_pickle_loaded_without_running_code(tmp_path, monkeypatch):
+    from evalkit.data.refcoco import read_refs
+
+    real = DATA / "refcoco" / "refs(unc).p"
+    plain = pickle.loads(real.read_bytes())
+    py2 = tmp_path / "refs_py2.p"  # the refer repo's files were written by Python 2: protocol 2
+    py2.write_bytes(pickle.dumps(plain, protocol=2))
+    assert read_refs(str(real)) == read_refs(str(py2)) == plain
+    evil = tmp_path / "refs(unc).p"
+    evil.write_bytes(pickle.dumps([{"split": "val", "x": _RunsCode()}]))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError) as err:
+        read_refs(str(evil))
+    assert "refused" in str(err.value) and "system" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_refcoco_task_samples():

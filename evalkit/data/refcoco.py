@@ -8,7 +8,9 @@ hub copies (lmms-lab-encoder/RefCOCO...) hold one row per object with its senten
 and no image size, so this adapter reads the files the splits are defined by
 (https://github.com/lichengunc/refer, data/refcoco{,+,g}.zip).
 
-The refs files are Python pickles: only load files from that official source.
+The refs files are Python pickles, so they are read with `SafeUnpickler`: the real files hold
+only dicts, lists, strings and numbers, and a pickle that asks for any global (the way a pickle
+runs code) is refused.
 """
 
 from __future__ import annotations
@@ -28,11 +30,25 @@ def xywh_to_xyxy(box: list[float]) -> list[float]:
     return [x, y, x + w, y + h]
 
 
+class SafeUnpickler(pickle.Unpickler):
+    """Builtin containers and scalars only: those need no global, so every global is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"it asks for {module}.{name}")
+
+
 def read_refs(path: str | None) -> list[dict[str, Any]]:
     if not path or not Path(path).exists():
         raise DatasetError(f"refcoco: refs file not found: {path} (get it from the refer repo's data zips)")
     with open(path, "rb") as f:
-        return pickle.load(f)
+        try:
+            refs = SafeUnpickler(f).load()
+        except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+            raise DatasetError(f"refcoco: refused {path}: not a plain-data refs pickle ({exc}); "
+                               "only dicts, lists, strings and numbers are loaded") from exc
+    if not isinstance(refs, list):
+        raise DatasetError(f"refcoco: {path} holds a {type(refs).__name__}, not the list of refs")
+    return refs
 
 
 @register_adapter("refcoco")
