@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 def _is_user_error(exc: Exception) -> bool:
     from evalkit.data.loader import DatasetError
     from evalkit.distributed import DistributedError
+    from evalkit.metrics.base import MetricInputError
     from evalkit.models.base import ModelError
     from evalkit.prompts import PromptError
     from evalkit.registry import SpecError, UnknownTaskError
@@ -252,7 +253,8 @@ def _is_user_error(exc: Exception) -> bool:
     from evalkit.runner import Interrupted, TooManyErrors
 
     return isinstance(exc, DatasetError | ModelError | PromptError | SpecError | UnknownTaskError | RunError
-                      | Interrupted | TooManyErrors | DistributedError | FileNotFoundError)
+                      | Interrupted | TooManyErrors | DistributedError | FileNotFoundError
+                      | MetricInputError)
 
 
 if __name__ == "__main__":

@@ -190,3 +190,46 @@ def test_submission_formats(tmp_path):
     assert json.loads((tmp_path / "d.json").read_text()) == [{"answer": "two", "questionId": 4195880}]
     with pytest.raises(ValueError, match="unknown submission kind"):
         write_submission("nope", preds, samples, tmp_path / "x.json")
+
+
+# ------------------------------------------------------------------ eval_mm's converted files
+
+
+EVAL_MM_SPEC = """
+task: evalmm_vqav2_val
+dataset: {{format: jsonl, data_files: "{data}/eval_mm/vqav2_val.jsonl", image_root: "{data}"}}
+fields: {{id: question_id, image: image, question: question, references: answer}}
+prompts: {{base: "<img>{{image}}</img>{{question}} Answer:"}}
+metrics: [{{name: {metric}}}]
+"""
+
+
+@pytest.mark.parametrize("metric", ["vqa_accuracy", "exact_match"])
+def test_eval_mm_single_answer_file_is_never_a_silent_zero(tmp_path, metric):
+    """eval_mm's vqav2_val.jsonl has one `answer` string per question: a one-element list, which VQA
+    accuracy (leave-one-out over 10 human answers) cannot score -- an error, not 0.0 -- and exact match can."""
+    from evalkit.metrics import get_metric
+    from evalkit.metrics.base import MetricInputError
+    from evalkit.registry import load_spec
+
+    (tmp_path / "t.yaml").write_text(EVAL_MM_SPEC.format(data=DATA, metric=metric))
+    spec = load_spec(tmp_path / "t.yaml")
+    samples = load_samples(spec)
+    assert [s.references for s in samples] == ["down", "watching", "picnic table"]
+    preds = [Prediction(sample_id=s.id, task=spec.name, output=a, answer=a)
+             for s, a in zip(samples, ["down", "Watching TV", "picnic table"])]
+    if metric == "vqa_accuracy":
+        with pytest.raises(MetricInputError, match="at most one reference answer"):
+            get_metric(metric)(preds, samples)
+    else:
+        assert get_metric(metric)(preds, samples).aggregate[metric] == pytest.approx(2 / 3)
+
+
+def test_caption_reference_string_is_one_caption():
+    from evalkit.metrics import get_metric
+
+    caption = "a man riding a wave on top of a surfboard"
+    samples = [Sample(id=str(i), images=[], fields={}, references=r) for i, r in enumerate([caption, [caption]])]
+    preds = [Prediction(sample_id=s.id, task="t", output=caption, answer=caption) for s in samples]
+    per = get_metric("caption")(preds, samples, metrics=["CIDEr", "ROUGE_L"]).per_sample
+    assert per[0] == per[1] and per[0]["ROUGE_L"] == pytest.approx(1.0)

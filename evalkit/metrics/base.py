@@ -16,6 +16,10 @@ from typing import Any
 from evalkit.task import Prediction
 
 
+class MetricInputError(ValueError):
+    """References a metric cannot score honestly (e.g. one answer where VQA accuracy needs ten)."""
+
+
 @dataclass
 class MetricResult:
     per_sample: list[dict[str, float]]
@@ -65,4 +69,4 @@ def answers_of(predictions: list[Prediction]) -> list[str]:
     return [p.answer if isinstance(p.answer, str) else p.output for p in predictions]
 
 
-__all__ = ["MetricResult", "register_metric", "get_metric", "metric_names", "mean_result", "answers_of"]
+__all__ = ["MetricInputError", "MetricResult", "register_metric", "get_metric", "metric_names", "mean_result", "answers_of"]

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from evalkit.metrics.base import MetricResult, answers_of, register_metric
+from evalkit.metrics.exact import reference_list
 from evalkit.task import Prediction, Sample
 
 DEFAULT_METRICS: tuple[str, ...] = ("CIDEr", "BLEU", "ROUGE_L", "METEOR")
@@ -223,7 +224,7 @@ def caption_metric(
     for key, text, sample in zip(keys, texts, samples, strict=True):
         if key not in preds:
             preds[key] = text or ""
-            refs[key] = [str(r) for r in (sample.references or [])]
+            refs[key] = reference_list(sample.references)  # a bare string is one caption, not its letters
     result = evaluate_captions(preds, refs, metrics)
     per_sample = [{m: scores[key] for m, scores in result.per_image.items()} for key in keys]
     info = {

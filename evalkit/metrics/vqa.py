@@ -49,7 +49,7 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from evalkit.metrics.base import MetricResult, answers_of, register_metric
+from evalkit.metrics.base import MetricInputError, MetricResult, answers_of, register_metric
 from evalkit.metrics.exact import reference_list
 from evalkit.task import Prediction, Sample
 
@@ -160,6 +160,12 @@ def vqa_accuracy(
         raise ValueError(f"unknown VQA variant {variant!r}; expected one of {VARIANTS}")
     texts = answers_of(predictions)
     refs = [reference_list(s.references) for s in samples]
+    if any(refs) and all(len(r) <= 1 for r in refs):
+        example = next(r for r in refs if r)
+        raise MetricInputError(
+            f"vqa_accuracy: every sample has at most one reference answer (e.g. {example!r}); "
+            "VQA accuracy needs the human answers (10 per question) and scores a single one as 0 -- map "
+            "`references` to the answer list (VQAv2 hub: answers[].answer) or use exact_match")
     scores = [vqa_score(t or "", r, variant) for t, r in zip(texts, refs, strict=True)]
     agg = sum(scores) / len(scores) if scores else float("nan")
     info = {"vqa_accuracy": {"variant": variant, "n": len(scores), "no_references": sum(not r for r in refs)}}
