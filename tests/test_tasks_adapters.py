@@ -233,3 +233,20 @@ def test_caption_reference_string_is_one_caption():
     preds = [Prediction(sample_id=s.id, task="t", output=caption, answer=caption) for s in samples]
     per = get_metric("caption")(preds, samples, metrics=["CIDEr", "ROUGE_L"]).per_sample
     assert per[0] == per[1] and per[0]["ROUGE_L"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("layout", ["Annotations/train.json", "train.json"])
+def test_vizwiz_fewshot_reads_the_official_layout(tmp_path, layout):
+    """The official Annotations.zip unpacks to vizwiz/Annotations/train.json; the flat layout still works."""
+    root = tmp_path / "vizwiz"
+    (root / layout).parent.mkdir(parents=True, exist_ok=True)
+    (root / layout).write_bytes((DATA / "vizwiz" / "train.json").read_bytes())
+    (root / "train").symlink_to(DATA / "vizwiz" / "train")
+    pool = load_samples(registry().get("vizwiz_val"), str(tmp_path), split="train")
+    assert pool and not any("error" in s.metadata for s in pool)
+    assert pool[0].references[0] == "cereal" and pool[0].images[0].load().size
+
+
+def test_vizwiz_annotations_missing_names_both_places(tmp_path):
+    with pytest.raises(DatasetError, match="Annotations/train.json and .*vizwiz/train.json"):
+        load_samples(registry().get("vizwiz_val"), str(tmp_path), split="train")

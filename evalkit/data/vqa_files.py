@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.data.captions import read_json
-from evalkit.data.loader import register_adapter
+from evalkit.data.loader import DatasetError, register_adapter
 from evalkit.task import DatasetSpec
 
 
@@ -47,9 +47,23 @@ def textvqa_json_rows(ds: DatasetSpec) -> Iterator[dict[str, Any]]:
         yield {**item, "image": f"{item['image_id']}.jpg"}
 
 
+def vizwiz_annotations(path: str | None) -> list[str]:
+    """Where a VizWiz annotation file is looked for: the official layout (`Annotations/<split>.json`, as
+    the Annotations.zip archive unpacks), then the same file one level up (`vizwiz/<split>.json`)."""
+    if not path:
+        return []
+    p = Path(path)
+    other = p.parent.parent / p.name if p.parent.name == "Annotations" else p.parent / "Annotations" / p.name
+    return [str(p), str(other)]
+
+
 @register_adapter("vizwiz_json")
 def vizwiz_json_rows(ds: DatasetSpec) -> Iterator[dict[str, Any]]:
-    for item in read_json(ds.path, "vizwiz_json"):
+    candidates = vizwiz_annotations(ds.path)
+    path = next((c for c in candidates if Path(c).is_file()), None)
+    if path is None and candidates:
+        raise DatasetError(f"vizwiz_json: annotation file not found; looked for {' and '.join(candidates)}")
+    for item in read_json(path, "vizwiz_json"):
         yield {
             "question_id": Path(item["image"]).stem,
             "image": item["image"],
