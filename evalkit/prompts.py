@@ -114,6 +114,7 @@ def build_request(spec: TaskSpec, sample: Sample, style: str, shots: list[Sample
         stop=list(spec.generation.stop),
         choices=choices,
         index=int(sample.metadata.get("index", -1)),
+        row=int(sample.metadata.get("row", sample.metadata.get("index", -1))),
     )
 
 

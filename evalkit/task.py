@@ -175,6 +175,7 @@ class Request:
     stop: list[str] = field(default_factory=list)
     choices: list[str] | None = None
     index: int = -1  # the sample's position in its dataset (replays keyed by order use it)
+    row: int = -1  # its row in the unfiltered source split (lmms-eval's doc_id); = index where nothing is dropped
 
     @property
     def images(self) -> list[ImageRef]:

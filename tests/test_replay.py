@@ -62,3 +62,22 @@ def test_replayed_choice_letter(tmp_path):
     f.write_text('{"sample_id": "1", "output": "B"}\n')
     scores = load_model(f"replay:{f}").loglikelihood([req("1", choices=[" A", " B", " C"])])[0]
     assert max(range(3), key=lambda i: scores[i].mean_logprob) == 1
+
+
+def test_lmms_eval_log_into_a_filtered_task_scores_every_right_answer(tmp_path):
+    """lmms-eval's doc_id numbers the unfiltered ChartQA test split (human and augmented rows together);
+    chartqa_test_augmented keeps only the augmented rows. An all-correct log must score 1.0."""
+    import pandas as pd
+    from fixtures.catalog import HUB
+
+    from evalkit.cli import main
+
+    table = pd.read_parquet(HUB / "ChartQA" / "data" / "test-00000-of-00001.parquet")
+    log = tmp_path / "chartqa_test_augmented.jsonl"
+    log.write_text("".join(json.dumps({"doc_id": i, "target": a, "resps": [[a]], "filtered_resps": [a]}) + "\n"
+                           for i, a in enumerate(table["answer"])))
+    out = tmp_path / "run"
+    assert main(["run", "--model", f"replay:{log}", "--tasks", "chartqa_test_augmented",
+                 "--data-dir", str(HUB.parent), "-o", str(out)]) == 0
+    metrics = json.loads((out / "run.json").read_text())["tasks"]["chartqa_test_augmented"]["metrics"]
+    assert metrics["relaxed_accuracy"]["value"] == 1.0 and metrics["relaxed_accuracy"]["n"] == 2

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from evalkit.data.loader import DatasetError, _hf_rows, register_adapter
+from evalkit.data.loader import SOURCE_ROW, DatasetError, _hf_rows, register_adapter
 from evalkit.task import DatasetSpec
 
 
@@ -30,10 +30,11 @@ def hub_rows(ds: DatasetSpec) -> Iterator[dict[str, Any]]:
     rows: Iterable[dict[str, Any]] = _hf_rows(replace(ds, format="hf"))
     where = opts.get("where") or {}
     lookup = _join_table(ds, opts["join"]) if opts.get("join") else None
-    for row in rows:
+    for position, row in enumerate(rows):
         if not _matches(row, where):
             continue
         row = dict(row)
+        row[SOURCE_ROW] = position  # the row in the unfiltered split: lmms-eval's doc_id
         if lookup is not None:
             _join_row(row, opts["join"], lookup)
         yield reshape(row, opts)

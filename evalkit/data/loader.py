@@ -22,6 +22,7 @@ RowAdapter = Callable[[DatasetSpec], Iterable[dict[str, Any]]]
 _ADAPTERS: dict[str, RowAdapter] = {}
 _HUB_FORMATS = {"hf"}  # formats whose `path` is a hub repo id (a local copy may stand in under --data-dir)
 _FILE_FORMATS = {"parquet", "json", "jsonl", "csv", "arrow"}
+SOURCE_ROW = "__source_row__"  # set by adapters that drop rows: the row's index in the unfiltered split
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -106,7 +107,9 @@ def load_samples(spec: TaskSpec, data_dir: str | None = None, split: str | None 
     samples = []
     for index, row in enumerate(adapter(ds)):
         try:
-            samples.append(row_to_sample(row, spec.fields, index, ds.image_root))
+            sample = row_to_sample(row, spec.fields, index, ds.image_root)
+            sample.metadata["row"] = int(row.get(SOURCE_ROW, index))
+            samples.append(sample)
         except (KeyError, ValueError, TypeError) as exc:
             samples.append(Sample(id=str(row.get(spec.fields.get("id", ""), index)), images=[], fields={},
                                   metadata={"index": index, "error": f"bad row: {exc}"}))

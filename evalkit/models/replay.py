@@ -8,7 +8,8 @@ Accepted layouts, detected per record:
   captions `{"image_id", "caption"}`, grounding `{"answer", "gt_bbox", "hw"}` (no id: matched by
   order, as eval_mm writes them in dataset order);
 - lmms-eval `--log_samples` jsonl (`doc_id`, `resps` / `filtered_resps`): matched by `doc_id`,
-  which is the row index in the dataset.
+  the row index in the unfiltered hub split (`Request.row`: a task that keeps only some rows,
+  like chartqa_test_augmented, still finds each of its rows under lmms-eval's number).
 PATH is one file (used for every task) or a directory holding `<task>.jsonl` / `<task>.json`
 (or lmms-eval's `*_<task>.jsonl` / `<task>_*.jsonl`).
 """
@@ -37,12 +38,17 @@ class MissingPrediction(KeyError):
 class PredictionTable:
     by_id: dict[str, str] = field(default_factory=dict)
     by_index: dict[int, str] = field(default_factory=dict)
+    by_doc_id: dict[int, str] = field(default_factory=dict)
     source: str = ""
 
     def lookup(self, request: Request) -> str:
         if request.sample_id in self.by_id:
             return self.by_id[request.sample_id]
-        if request.index in self.by_index:
+        if self.by_doc_id:
+            row = request.row if request.row >= 0 else request.index
+            if row in self.by_doc_id:
+                return self.by_doc_id[row]
+        elif request.index in self.by_index:
             return self.by_index[request.index]
         raise MissingPrediction(f"no prediction for sample {request.sample_id} in {self.source}")
 
@@ -86,7 +92,7 @@ def build_table(path: Path) -> PredictionTable:
         if text is None:
             continue
         if "doc_id" in record:
-            table.by_index[int(record["doc_id"])] = text
+            table.by_doc_id[int(record["doc_id"])] = text
             continue
         key = next((k for k in _ID_KEYS if k in record), None)
         if key is None:
