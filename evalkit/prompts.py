@@ -6,14 +6,22 @@ paper's VQA prompt `<img>{image}</img>{question} Answer:`. Rendering splits the 
 4-shot prompt carry five images in order. Few-shot follows Qwen-VL's eval_mm: each shot is
 the task's own prompt filled with the shot's image and question followed by " {answer}",
 shots concatenated with no separator before the query prompt.
+
+The chat style (Qwen-VL-Chat) is a conversation built by `evalkit.chat`, the one owner of the
+chat template: a spec's `prompts.chat` is the user's turn only, `{image}` there becomes
+"Picture N:<img>...</img>\n" (numbered across the conversation), each shot is a user turn and an
+assistant turn, and `prompts.chat_reply` (optional) starts the model's reply.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import string
+from collections.abc import Iterator
 from typing import Any
 
+from evalkit.chat import STOP_MARKERS, conversation, image_lines
 from evalkit.task import ImageRef, Request, Sample, TaskSpec, stable_hash
 
 
@@ -30,8 +38,9 @@ def format_choices(choices: list[str]) -> str:
     return "\n".join(f"{letter}. {c}" for letter, c in zip(choice_letters(len(choices)), choices))
 
 
-def render(template: str, sample: Sample) -> list[str | ImageRef]:
-    """Fill one template with one sample: text parts and image parts in order."""
+def render(template: str, sample: Sample, numbers: Iterator[int] | None = None) -> list[str | ImageRef]:
+    """Fill one template with one sample: text parts and image parts in order. With `numbers` (the
+    chat style) each `{image}` becomes a numbered "Picture N:<img>...</img>\n" line."""
     pieces = template.split("{image}")
     n_slots = len(pieces) - 1
     if n_slots != len(sample.images):
@@ -43,7 +52,7 @@ def render(template: str, sample: Sample) -> list[str | ImageRef]:
         if text:
             parts.append(text)
         if i < n_slots:
-            parts.append(sample.images[i])
+            parts += image_lines([sample.images[i]], numbers) if numbers else [sample.images[i]]
     return parts
 
 
@@ -95,13 +104,21 @@ def _most_common(values: list[Any]) -> Any:
 
 
 def build_request(spec: TaskSpec, sample: Sample, style: str, shots: list[Sample] | None = None) -> Request:
-    template = spec.prompts.get(style) or spec.prompts.get("base") or next(iter(spec.prompts.values()))
-    parts: list[str | ImageRef] = []
     answer_field = spec.fewshot.answer_field if spec.fewshot else "answer"
-    for shot in shots or []:
-        parts += render(template, shot)
-        parts.append(" " + shot_answer(shot, answer_field))
-    parts += render(template, sample)
+    chat = style == "chat" and "chat" in spec.prompts
+    if chat:
+        numbers = itertools.count(1)
+        history = [(render(spec.prompts["chat"], shot, numbers), [shot_answer(shot, answer_field)]) for shot in shots or []]
+        query = render(spec.prompts["chat"], sample, numbers)
+        reply = [_format(spec.prompts["chat_reply"], _template_values(sample), sample.id)] if spec.prompts.get("chat_reply") else []
+        parts = conversation(history, query, reply)
+    else:
+        template = spec.prompts.get(style) or spec.prompts.get("base") or next(iter(spec.prompts.values()))
+        parts = []
+        for shot in shots or []:
+            parts += render(template, shot)
+            parts.append(" " + shot_answer(shot, answer_field))
+        parts += render(template, sample)
     choices = None
     if spec.output_type == "choice":
         choices = [" " + letter for letter in choice_letters(len(sample.fields["choices"]))]
@@ -111,7 +128,8 @@ def build_request(spec: TaskSpec, sample: Sample, style: str, shots: list[Sample
         parts=_merge_text(parts),
         max_new_tokens=spec.generation.max_new_tokens,
         min_new_tokens=spec.generation.min_new_tokens,
-        stop=list(spec.generation.stop),
+        stop=[*spec.generation.stop, *(STOP_MARKERS if chat else ())],
+        plain_text=chat,
         choices=choices,
         index=int(sample.metadata.get("index", -1)),
         row=int(sample.metadata.get("row", sample.metadata.get("index", -1))),
@@ -121,8 +139,8 @@ def build_request(spec: TaskSpec, sample: Sample, style: str, shots: list[Sample
 def _merge_text(parts: list[str | ImageRef]) -> list[str | ImageRef]:
     """Adjacent text parts joined, so a model sees each run of text once."""
     out: list[str | ImageRef] = []
-    for p in parts:
-        if isinstance(p, str) and out and isinstance(out[-1], str):
+    for p in parts:  # a chat template Token stays its own part
+        if type(p) is str and out and type(out[-1]) is str:
             out[-1] += p
         else:
             out.append(p)

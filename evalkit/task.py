@@ -141,7 +141,10 @@ class TaskSpec:
         return stable_hash(self.to_dict())
 
     def prompt_hash(self, style: str) -> str:
-        return stable_hash({"style": style, "template": self.prompts.get(style, "")})
+        template = {"style": style, "template": self.prompts.get(style, "")}
+        if style == "chat" and self.prompts.get("chat_reply"):
+            template["reply"] = self.prompts["chat_reply"]
+        return stable_hash(template)
 
     @property
     def primary_metric(self) -> str:
@@ -174,6 +177,7 @@ class Request:
     min_new_tokens: int = 0
     stop: list[str] = field(default_factory=list)
     choices: list[str] | None = None
+    plain_text: bool = False  # text parts are data: control-token strings in them stay text (chat turns)
     index: int = -1  # the sample's position in its dataset (replays keyed by order use it)
     row: int = -1  # its row in the unfiltered source split (lmms-eval's doc_id); = index where nothing is dropped
 

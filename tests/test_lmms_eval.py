@@ -191,7 +191,7 @@ def reference_parts(doc: dict) -> list:
         return ["<img>", images[0], "</img>" + doc["question"]]
     parts: list = []
     for n, image in enumerate(images, 1):
-        parts += [f"Picture {n}: <img>", image, "</img>\n"]
+        parts += [f"Picture {n}:<img>", image, "</img>\n"]
     return [*parts, doc["question"]]
 
 

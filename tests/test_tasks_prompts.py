@@ -20,7 +20,7 @@ EVAL_MM = {
     "grounding": "<img>{}</img><ref>{}</ref><box>",
     "choice": "<img>{}</img>Context: {}\nQuestion: {}\nOptions: {}\nAnswer:",
 }
-CHAT_HEAD = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nPicture 1: <img>"
+CHAT_HEAD = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nPicture 1:<img>"
 IMG = "/data/x.jpg"
 
 

@@ -42,6 +42,7 @@ this model (and does nothing on an lmms-eval without the bug).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,7 @@ from loguru import logger
 from PIL import Image
 from tqdm import tqdm
 
+from evalkit.chat import STOP_MARKERS, conversation, image_lines
 from evalkit.models.qwen_vl.harness import QwenVLModel
 from evalkit.task import ImageError, ImageRef, Request
 
@@ -63,8 +65,6 @@ T = TypeVar("T")
 
 MODEL_NAME = "evalkit_qwen_vl"
 PROMPT_STYLES = ("base", "chat")
-CHAT_PREFIX = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-CHAT_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
 DEFAULT_MAX_NEW_TOKENS = 1024  # lmms-eval's own qwen_vl default for tasks that set none
 EMPTY_CONTEXT = "<|endoftext|>"  # what an unconditional score conditions on (lm-eval's convention)
 FAILED_SCORE = (float("inf"), False)  # an infinite loss: never the pick of a multiple choice
@@ -103,15 +103,15 @@ def flatten_visuals(visuals: Any) -> list[Any]:
 def prompt_parts(context: str, images: Sequence[ImageRef], style: str) -> list[str | ImageRef]:
     """Images first, then the context without lmms-eval's `<image>` placeholders. base: one image
     as `<img></img>{context}` (the paper's prompts); several images, and chat always, as Qwen-VL's
-    "Picture N: <img></img>\\n" lines; chat wraps the turn in ChatML."""
-    labelled = style == "chat" or len(images) > 1
-    parts: list[str | ImageRef] = [CHAT_PREFIX] if style == "chat" else []
-    for n, image in enumerate(images, 1):
-        parts += [f"Picture {n}: <img>" if labelled else "<img>", image, "</img>\n" if labelled else "</img>"]
+    "Picture N:<img></img>\\n" lines; chat is one user turn of evalkit's chat template."""
     text = context.replace("<image>", "")
     if style == "chat":
-        text += CHAT_SUFFIX
-    elif not text and not images:
+        return conversation([], [*image_lines(images, itertools.count(1)), text])
+    if len(images) > 1:
+        parts: list[str | ImageRef] = image_lines(images, itertools.count(1))
+    else:
+        parts = [p for image in images for p in ("<img>", image, "</img>")]
+    if not text and not images:
         text = EMPTY_CONTEXT
     parts.append(text)
     return parts
@@ -261,11 +261,13 @@ class EvalkitQwenVL(lmms):
             task=inst.task_name,
             parts=prompt_parts(context, images, self.prompt_style),
             choices=choices,
+            plain_text=self.prompt_style == "chat",
             index=int(inst.doc_id) if str(inst.doc_id).isdigit() else -1,
         )
         if settings is not None:
             self._warn_if_sampling(settings)
-            request.max_new_tokens, request.stop = settings.max_new_tokens, settings.stop
+            markers = list(STOP_MARKERS) if self.prompt_style == "chat" else []
+            request.max_new_tokens, request.stop = settings.max_new_tokens, [*settings.stop, *markers]
         return request
 
     def _generation_request(self, inst: Instance) -> Request:

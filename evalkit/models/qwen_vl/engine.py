@@ -49,6 +49,14 @@ def request_text(request: Request) -> str:
     return "".join(part for part in request.parts if isinstance(part, str))
 
 
+def split_stops(tokenizer: Any, stops: Sequence[str]) -> tuple[list[int], tuple[str, ...]]:
+    """A request's stops as (token ids, text stops): a stop that is a special token (chat's
+    `<|im_end|>`, `<|im_start|>`) stops on that id, as chat()'s stop_words_ids do -- it could
+    never match the decoded text, from which special tokens are removed. `<|endoftext|>` first."""
+    ids = [tokenizer.eod_id] + [tokenizer.special_tokens[s] for s in stops if s in tokenizer.special_tokens]
+    return list(dict.fromkeys(ids)), tuple(s for s in stops if s and s not in tokenizer.special_tokens)
+
+
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     """`text` up to the first occurrence of any (non-empty) stop string."""
     cuts = [text.find(s) for s in stops if s and s in text]
@@ -273,7 +281,7 @@ class QwenVLEngine:
 
     # -- planning --------------------------------------------------------------------------
     def _prepare(self, request: Request) -> Prepared:
-        return Prepared(self.tokenizer.encode(request_text(request)), request.images, request)
+        return Prepared(self.tokenizer.encode_parts(request.parts, request.plain_text), request.images, request)
 
     def _run_batched(
         self,
@@ -423,14 +431,17 @@ class QwenVLEngine:
     # -- generation ------------------------------------------------------------------------
     def _generate_batch(self, batch: list[Prepared]) -> list[str]:
         requests = [p.request for p in batch]
-        device, eos, pad = self.device, self.tokenizer.eod_id, self.tokenizer.pad_token_id
+        device, pad = self.device, self.tokenizer.pad_token_id
         max_new = torch.tensor([r.max_new_tokens for r in requests], device=device)
         min_new = torch.tensor([r.min_new_tokens for r in requests], device=device)
         steps = int(max_new.max())
         hold_eos = max(r.min_new_tokens for r in requests)  # host-side: no device sync per step
         if steps <= 0:
             return [""] * len(batch)
-        stop_sets = [tuple(s for s in r.stop if s) for r in requests]
+        stops = [split_stops(self.tokenizer, r.stop) for r in requests]
+        stop_sets = [text for _, text in stops]
+        width_ids = max(len(ids) for ids, _ in stops)  # [B, K] stop ids, each row padded with its eos
+        stop_ids = torch.tensor([ids + ids[:1] * (width_ids - len(ids)) for ids, _ in stops], device=device)
         tables = self._stop_table_rows(stop_sets)  # [B, V] bool or None
 
         hidden, mask, cache = self._prefill(batch, steps)
@@ -448,12 +459,13 @@ class QwenVLEngine:
                 )[:, -1]
                 self.stats.decode_row_steps += len(rows)
             logits = self.model.lm_head(hidden)
-            if step < hold_eos:
-                logits[:, eos] = torch.where(min_new > step, float("-inf"), logits[:, eos])
+            if step < hold_eos:  # min_new_tokens holds back every stop id, as generate() does its eos ids
+                held = logits.gather(1, stop_ids)
+                logits.scatter_(1, stop_ids, torch.where((min_new > step)[:, None], float("-inf"), held))
             token = torch.where(active, logits.max(-1).indices, pad)  # first maximum, as argmax; faster on CPU
             tokens[rows, step] = token
             produced.index_add_(0, rows, active.long())
-            done = active & ((token == eos) | (max_new <= step + 1))
+            done = active & ((token[:, None] == stop_ids).any(-1) | (max_new <= step + 1))
             if tables is not None:
                 done |= self._hit_stop(tables, rows, token, active & ~done, tokens, step, stop_sets)
             active = active & ~done
@@ -464,7 +476,7 @@ class QwenVLEngine:
                 keep = active.nonzero()[:, 0]
                 cache.select_rows(keep)
                 rows, active, token, mask = rows[keep], active[keep], token[keep], mask[keep]
-                max_new, min_new = max_new[keep], min_new[keep]
+                max_new, min_new, stop_ids = max_new[keep], min_new[keep], stop_ids[keep]
                 if tables is not None:
                     tables = tables[keep]
             self.stats.decode_steps += 1

@@ -22,7 +22,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from evalkit.models.base import ModelError
 from evalkit.models.qwen_vl.checkpoint import weight_files
-from evalkit.models.qwen_vl.engine import EngineConfig, QwenVLEngine, cut_at_stop, request_text
+from evalkit.models.qwen_vl.engine import EngineConfig, QwenVLEngine, cut_at_stop, request_text, split_stops
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
 from evalkit.models.qwen_vl.tokenizer import VOCAB_FILE, QwenTokenizer
@@ -182,9 +182,10 @@ class QwenVLModel:
         return outputs
 
     def _generate_batch(self, requests: list[Request], max_new: int, min_new: int, stops: tuple) -> list[str]:
-        batch = self.processor.tokenizer(
-            [request_text(r) for r in requests], padding=True, return_tensors="pt"
+        batch = self.tokenizer.pad(
+            [self.tokenizer.encode_parts(r.parts, r.plain_text) for r in requests], return_tensors="pt"
         )
+        stop_ids, stops = split_stops(self.tokenizer, stops)
         pixels = [p for r in requests for p in self._images(r)]
         inputs = {k: v.to(self.device) for k, v in batch.items()}
         if pixels:
@@ -199,7 +200,7 @@ class QwenVLModel:
             min_new_tokens=min_new or None,
             do_sample=False,
             num_beams=1,
-            eos_token_id=self.tokenizer.eod_id,
+            eos_token_id=stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             stopping_criteria=criteria,
         )
@@ -212,7 +213,7 @@ class QwenVLModel:
         scoring: prompt and choice tokenized separately, then concatenated)."""
         rows: list[tuple[int, list[int], int]] = []  # (request index, ids, n choice tokens)
         for i, r in enumerate(requests):
-            prompt = self.tokenizer.encode(request_text(r))
+            prompt = self.tokenizer.encode_parts(r.parts, r.plain_text)
             for choice in r.choices or []:
                 target = self.tokenizer.encode(choice)
                 rows.append((i, prompt + target, len(target)))

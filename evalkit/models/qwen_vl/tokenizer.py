@@ -107,6 +107,35 @@ class QwenTokenizer:
         ids = self.encoding.encode(text, allowed_special=allowed_special, disallowed_special=())
         return replace_closed_spans(ids, self.img_start_id, self.img_end_id, self._expand_image_span)
 
+    def encode_parts(
+        self,
+        parts: Sequence[Any],
+        plain_text: bool = False,
+        image_text: Callable[[Any], str] | None = None,
+    ) -> list[int]:
+        """Ids of a request's parts. Runs of text (images in between written as `image_text(image)`,
+        default "": the features fill the span) are encoded as one string, every special token allowed,
+        or with `plain_text` only the image tags (make_context's rule for turn content: "<|im_end|>"
+        typed in a question stays text). A `Token` part (a chat template marker, role or newline) is
+        encoded on its own with every special token allowed, as make_context encodes them."""
+        from evalkit.chat import Token
+
+        ids: list[int] = []
+        run: list[str] = []
+        allowed: str | set[str] = set(IMAGE_ST) if plain_text else "all"
+        for part in [*parts, None]:
+            if isinstance(part, Token) or part is None:
+                if run:
+                    ids += self.encode("".join(run), allowed_special=allowed)
+                    run = []
+                if part is not None:
+                    ids += self.encode(part)
+            elif isinstance(part, str):
+                run.append(part)
+            else:
+                run.append(image_text(part) if image_text else "")
+        return ids
+
     def _expand_image_span(self, span: list[int]) -> list[int]:
         path = self.encoding.decode_bytes(span[1:-1])
         if len(path) > IMG_TOKEN_SPAN:
@@ -218,9 +247,10 @@ class QwenTokenizer:
         are dropped to fit `max_window_size`. Returns (raw_text, ids)."""
         nl = self.encode("\n")
 
-        def turn(role: str, content: str) -> tuple[str, list[int]]:
+        def turn(role: str, content: str) -> tuple[str, list[int]]:  # content: only image tags are special
             text = f"{IMSTART}{role}\n{content}{IMEND}"
-            return text, [self.im_start_id, *self.encode(role), *nl, *self.encode(content), self.im_end_id]
+            ids = self.encode(content, allowed_special=set(IMAGE_ST))
+            return text, [self.im_start_id, *self.encode(role), *nl, *ids, self.im_end_id]
 
         system_text, system_ids = turn("system", system)
         raw, ids = "", []
