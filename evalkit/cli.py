@@ -84,6 +84,9 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
 @command("tasks")
 def _tasks_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", default=None, help="only tasks of this group")
+    p.add_argument("--show", default=None, metavar="TASK",
+                   help="where each file of TASK is looked for (under --data-dir) and the hub ids tried")
+    p.add_argument("--data-dir", default=None, help="the --data-dir the paths are shown under")
     _add_tasks_dir(p)
 
 
@@ -150,6 +153,11 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     from evalkit.registry import Registry
 
     reg = Registry(extra_dirs=args.tasks_dir)
+    if args.show:
+        from evalkit.data.layout import describe_task
+
+        print(describe_task(reg.get(args.show), args.data_dir))
+        return 0
     names = reg.groups.get(args.group, []) if args.group else sorted(reg.tasks)
     if args.group and not names:
         print(f"evalkit: error: no group {args.group!r}; groups: {', '.join(sorted(reg.groups))}", file=sys.stderr)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from evalkit import __version__
 from evalkit.data import load_samples
+from evalkit.data.loader import dataset_source
 from evalkit.distributed import Dist
 from evalkit.metrics.choice import pick_by_loglikelihood
 from evalkit.models.base import Model
@@ -278,6 +279,7 @@ class Runner:
             "spec_hash": spec.spec_hash(),
             "prompt_hash": spec.prompt_hash(self.style),
             "dataset_fingerprint": fingerprint(samples),
+            "dataset_source": dataset_source(spec, self.settings.data_dir),  # which hub name / copy was read
             "n_samples": len(samples),
             "n_errors": sum(1 for p in preds if p.error),
             "primary_metric": next(iter(scored["metrics"]), None),

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.data.fields import row_to_sample
+from evalkit.data.sources import hub_ids, locate_hub
 from evalkit.task import DatasetSpec, Sample, TaskSpec
 
 RowAdapter = Callable[[DatasetSpec], Iterable[dict[str, Any]]]
 _ADAPTERS: dict[str, RowAdapter] = {}
 _HUB_FORMATS = {"hf"}  # formats whose `path` is a hub repo id (a local copy may stand in under --data-dir)
 _FILE_FORMATS = {"parquet", "json", "jsonl", "csv", "arrow"}
+PATH_ALTERNATIVES: dict[str, Callable[[str], list[str]]] = {}  # format -> every place its `path` is looked for
 SOURCE_ROW = "__source_row__"  # set by adapters that drop rows: the row's index in the unfiltered split
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -79,10 +81,9 @@ def resolve_dataset(spec: TaskSpec, data_dir: str | None = None, split: str | No
 
     path = ds.path
     hub = ds.format in _HUB_FORMATS
-    local_copy = Path(data_dir) / ds.path if data_dir and ds.path and hub else None
-    if local_copy is not None and local_copy.exists():
-        path = str(local_copy)
-    elif path and not hub:
+    if path and hub:
+        path = locate_hub(path, data_dir).path
+    elif path:
         path = fix(path)
     options = {k: fix(v) if k.endswith(("_file", "_dir", "_root", "files")) else v for k, v in ds.options.items()}
     return replace(
@@ -93,6 +94,14 @@ def resolve_dataset(spec: TaskSpec, data_dir: str | None = None, split: str | No
         image_root=fix(ds.image_root) if ds.image_root else None,
         options=options,
     )
+
+
+def dataset_source(spec: TaskSpec, data_dir: str | None = None) -> dict[str, Any] | None:
+    """Which copy of a hub dataset a task reads (run.json's `dataset_source`); None for local files."""
+    ds = spec.dataset
+    if ds.format not in _HUB_FORMATS or not ds.path:
+        return None
+    return locate_hub(ds.path, data_dir).to_dict()
 
 
 def load_samples(spec: TaskSpec, data_dir: str | None = None, split: str | None = None) -> list[Sample]:
@@ -142,8 +151,9 @@ def _load_hf(ds: DatasetSpec):
     except Exception as exc:  # datasets raises many types; the user needs one clear message
         where = ds.path if ds.format == "hf" else ds.data_files or ds.path
         hint = (
-            " (offline? download it once with `huggingface-cli download --repo-type dataset "
-            f"{ds.path}` or point --data-dir at a local copy)" if ds.format == "hf" else ""
+            f" (tried {' and '.join(hub_ids(ds.path))} under --data-dir and in the hub cache; offline? download "
+            f"it once with `huggingface-cli download --repo-type dataset {ds.path}` or point --data-dir at a "
+            "local copy)" if ds.format == "hf" and not Path(ds.path).exists() else ""
         )
         raise DatasetError(f"cannot load dataset {where} split {ds.split!r}: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''}{hint}") from exc

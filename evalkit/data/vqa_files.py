@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.data.captions import read_json
-from evalkit.data.loader import DatasetError, register_adapter
+from evalkit.data.loader import PATH_ALTERNATIVES, DatasetError, register_adapter
 from evalkit.task import DatasetSpec
 
 
@@ -55,6 +55,9 @@ def vizwiz_annotations(path: str | None) -> list[str]:
     p = Path(path)
     other = p.parent.parent / p.name if p.parent.name == "Annotations" else p.parent / "Annotations" / p.name
     return [str(p), str(other)]
+
+
+PATH_ALTERNATIVES["vizwiz_json"] = vizwiz_annotations
 
 
 @register_adapter("vizwiz_json")
