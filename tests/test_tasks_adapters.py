@@ -250,3 +250,38 @@ def test_vizwiz_fewshot_reads_the_official_layout(tmp_path, layout):
 def test_vizwiz_annotations_missing_names_both_places(tmp_path):
     with pytest.raises(DatasetError, match="Annotations/train.json and .*vizwiz/train.json"):
         load_samples(registry().get("vizwiz_val"), str(tmp_path), split="train")
+
+
+HUB_REFCOCO_SPEC = """
+include: {tasks}/refcoco_{split}.yaml
+task: refcoco_{split}_hub
+dataset: {{format: refcoco_hub, path: lmms-lab-encoder/RefCOCO}}
+"""
+
+
+@pytest.mark.parametrize("split", ["val", "testA", "testB"])
+def test_refcoco_hub_copy_gives_the_refer_route_samples_and_scores(tmp_path, split):
+    """The hub copy (one row per object, expressions in `answer`, bbox [x,y,w,h], image embedded) and the
+    refer files, made from the same objects: the same samples (one per expression, pixel boxes, image
+    size) and the same scores for the same outputs."""
+    from evalkit.registry import load_spec
+    from evalkit.scoring import score_task
+
+    (tmp_path / "hub.yaml").write_text(HUB_REFCOCO_SPEC.format(tasks=registry().get("refcoco_val").source.rsplit("/", 1)[0],
+                                                               split=split))
+    hub_spec, refer_spec = load_spec(tmp_path / "hub.yaml"), registry().get(f"refcoco_{split}")
+    hub, refer = load_samples(hub_spec, str(DATA)), load_samples(refer_spec, str(DATA))
+    assert len(hub) == len(refer) >= 2 and not any("error" in s.metadata for s in hub + refer)
+
+    def view(s):
+        return (s.fields["sentence"], s.references, s.metadata["width"], s.metadata["height"],
+                s.images[0].load().tobytes())
+
+    assert [view(s) for s in hub] == [view(s) for s in refer]
+    outputs = ["(250,250),(750,750)</box>", "(0,0),(100,100)</box>"]
+    scores = []
+    for spec, samples in ((hub_spec, hub), (refer_spec, refer)):
+        preds = [Prediction(sample_id=s.id, task=spec.name, output=o, answer=o) for s, o in zip(samples, outputs)]
+        scored = score_task(spec, samples, preds)
+        scores.append(([p.scores for p in preds], scored["metrics"]["grounding_accuracy"]["value"]))
+    assert scores[0] == scores[1] and scores[0][1] == 0.5

@@ -1,12 +1,17 @@
-"""RefCOCO / RefCOCO+ / RefCOCOg from the original `refs(unc).p` / `refs(umd).p` + `instances.json`.
+"""RefCOCO / RefCOCO+ / RefCOCOg: from the original refer files (`refcoco`) or the hub copies (`refcoco_hub`).
+
+`refcoco`: the original `refs(unc).p` / `refs(umd).p` + `instances.json`.
 
 One row per referring expression (sentence), as eval_mm evaluates them: `{sent_id, ref_id, ann_id,
 sentence, bbox, width, height, image}`. The gold box is the referred annotation's COCO bbox
 `[x, y, w, h]` turned into pixel corners `[x1, y1, x2, y2]`; width/height come from the
-instances file, so predicted boxes on Qwen-VL's 0..999 grid can be scaled back to pixels. The
-hub copies (lmms-lab-encoder/RefCOCO...) hold one row per object with its sentences in a list
-and no image size, so this adapter reads the files the splits are defined by
-(https://github.com/lichengunc/refer, data/refcoco{,+,g}.zip).
+instances file, so predicted boxes on Qwen-VL's 0..999 grid can be scaled back to pixels
+(https://github.com/lichengunc/refer, data/refcoco{,+,g}.zip; the files eval_mm's jsonl were made from).
+
+`refcoco_hub`: the hub copies (lmms-lab-encoder/RefCOCO, RefCOCOplus, RefCOCOg; formerly lmms-lab/...)
+hold one row per referred object: `question_id` (the annotation id), the image embedded, `answer` =
+the object's expressions, `bbox` = COCO [x, y, w, h], no image size. Rows are expanded to the same
+rows as above, one per expression (id `<question_id>_<k>`), with width/height read from the image.
 
 The refs files are Python pickles, so they are read with `SafeUnpickler`: the real files hold
 only dicts, lists, strings and numbers, and a pickle that asks for any global (the way a pickle
@@ -15,13 +20,17 @@ runs code) is refused.
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from evalkit.data.captions import read_json
-from evalkit.data.loader import DatasetError, register_adapter
+from evalkit.data.loader import DatasetError, _hf_rows, register_adapter
 from evalkit.task import DatasetSpec
 
 
@@ -78,3 +87,29 @@ def refcoco_rows(ds: DatasetSpec) -> Iterator[dict[str, Any]]:
             }
     if not found:
         raise DatasetError(f"refcoco: no refs with split {ds.split!r} in {ds.options.get('refs_file')}")
+
+
+def image_size(value: Any) -> tuple[int, int]:
+    """(width, height) of an embedded hub image ({"bytes", "path"}), from its header only."""
+    data = value.get("bytes") if isinstance(value, dict) else None
+    source = io.BytesIO(data) if data else (value.get("path") if isinstance(value, dict) else value)
+    with Image.open(source) as image:
+        return image.size
+
+
+@register_adapter("refcoco_hub", hub=True)
+def refcoco_hub_rows(ds: DatasetSpec) -> Iterator[dict[str, Any]]:
+    for row in _hf_rows(replace(ds, format="hf")):
+        width, height = image_size(row["image"])
+        bbox = xywh_to_xyxy(row["bbox"])
+        for k, sentence in enumerate(row["answer"]):
+            yield {
+                "sent_id": f"{row['question_id']}_{k}",
+                "ref_id": row["question_id"],
+                "ann_id": row["question_id"],
+                "sentence": sentence,
+                "bbox": bbox,
+                "width": width,
+                "height": height,
+                "image": row["image"],
+            }
