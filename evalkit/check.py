@@ -29,6 +29,7 @@ from evalkit.compare import (
     Significance,
     mismatches,
     open_run,
+    shared_note,
     significance_of,
     text_table,
     to_points,
@@ -90,6 +91,10 @@ def check_run(run: Run, baseline: Run, max_drop: float = 0.5, alpha: float = 0.0
                 result.warnings.append(f"{key}: {metric}: the baseline has no value; not checked")
                 continue
             value = to_points(entry.get("metrics", {}).get(metric, {}).get("value")) if entry else None
+            rescored = book.shared(baseline, run, key, metric) if entry and value is not None else None
+            if rescored is not None:  # different sample sets: a corpus metric compared on the shared ones
+                base_value, value = to_points(rescored.base), to_points(rescored.other)
+                result.warnings.append(shared_note(key, metric, run.label, baseline.label, rescored))
             f = Finding(key, metric, base_value, value)
             result.findings.append(f)
             if value is None:

@@ -5,6 +5,11 @@ natural 0..1 scale (accuracies, ANLS, CIDEr as pycocoevalcap returns it), while 
 everyone reading a table think in percent / CIDEr x 100; one fixed scale keeps run columns and
 the paper column comparable and makes `check --max-drop 0.5` mean half a percentage point.
 
+Corpus metrics (CIDEr, BLEU, METEOR, ROUGE-L) depend on the whole set scored (CIDEr's document
+frequencies, BLEU's corpus n-gram totals), so where two runs scored different sample sets they
+are recomputed on the samples both runs share, on both sides, before the delta, the paired test,
+`diff` and `check` (`ScoreBook.shared`); the table says so in a note.
+
 A delta is only meaningful on the same samples under the same settings, so every pairing is
 checked (dataset fingerprint, sample ids, spec and prompt hashes, run settings) and any
 mismatch is a numbered note in the table, never silently compared. Significance comes from a
@@ -89,11 +94,52 @@ def open_run(path: str | Path) -> Run:
     return run
 
 
+CORPUS_METRICS = frozenset({"CIDEr", "BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L"})
+
+
+@dataclass
+class SharedScores:
+    """A corpus metric of two runs recomputed on the samples both scored (stored 0..1 scale)."""
+
+    n: int
+    base: float
+    other: float
+    base_scores: dict[str, float]  # per-sample, where the metric has them (CIDEr, ROUGE_L)
+    other_scores: dict[str, float]
+
+
 class ScoreBook:
     """Per-sample predictions of runs, read once per (run, result key) however many metrics ask."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple[int, str], dict[str, Prediction] | None] = {}
+        self._rescored: dict[tuple[int, str, tuple[str, ...]], Any] = {}
+
+    def shared(self, base: Run, other: Run, key: str, metric: str) -> SharedScores | None:
+        """`metric` recomputed on the shared samples when it is a corpus metric and the two runs
+        scored different sample sets; None when the stored values are already comparable."""
+        if metric not in CORPUS_METRICS:
+            return None
+        pa, pb = self.predictions(base, key), self.predictions(other, key)
+        if not pa or not pb or pa.keys() == pb.keys():
+            return None
+        ids = tuple(sorted(i for i in pa.keys() & pb.keys() if pa[i].references and pb[i].references))
+        if not ids:
+            return None
+        ra, rb = self._rescore(base, key, ids), self._rescore(other, key, ids)
+        return SharedScores(len(ids), ra.aggregate[metric], rb.aggregate[metric],
+                            ra.per_image.get(metric, {}), rb.per_image.get(metric, {}))
+
+    def _rescore(self, run: Run, key: str, ids: tuple[str, ...]) -> Any:
+        slot = (id(run), key, ids)
+        if slot not in self._rescored:
+            from evalkit.metrics.caption import evaluate_captions
+            from evalkit.metrics.exact import reference_list
+
+            preds = self.predictions(run, key) or {}
+            answers = {i: (preds[i].answer if isinstance(preds[i].answer, str) else preds[i].output) or "" for i in ids}
+            self._rescored[slot] = evaluate_captions(answers, {i: reference_list(preds[i].references) for i in ids})
+        return self._rescored[slot]
 
     def predictions(self, run: Run, key: str) -> dict[str, Prediction] | None:
         slot = (id(run), key)
@@ -141,8 +187,16 @@ def ci_z_test(a: dict[str, Any], b: dict[str, Any]) -> Significance:
 
 
 def significance_of(book: ScoreBook, base: Run, other: Run, key: str, metric: str) -> Significance:
-    """Paired test on shared samples where both runs have per-sample scores, else the CI z-test."""
-    a, b = book.scores(base, key, metric), book.scores(other, key, metric)
+    """Paired test on shared samples where both runs have per-sample scores, else the CI z-test.
+    A corpus metric on different sample sets is tested on its values recomputed on the shared ones."""
+    rescored = book.shared(base, other, key, metric)
+    if rescored is not None:
+        a, b = rescored.base_scores, rescored.other_scores
+        if not a and not b:  # BLEU / METEOR: no per-sample scores; equal recomputed values differ by nothing
+            same = rescored.base == rescored.other
+            return Significance(1.0 if same else None, "shared" if same else "none", rescored.n)
+    else:
+        a, b = book.scores(base, key, metric), book.scores(other, key, metric)
     if a and b:
         shared = sorted(a.keys() & b.keys())
         if len(shared) >= 2:
@@ -385,8 +439,17 @@ def _cell(book: ScoreBook, run: Run, reference: Run, baseline: Run | None, key: 
         base_value = to_points(baseline.tasks[key].get("metrics", {}).get(metric, {}).get("value"))
         if base_value is not None:
             cell.delta = cell.value - base_value
+            rescored = book.shared(baseline, run, key, metric)
+            if rescored is not None:
+                cell.delta = (rescored.other - rescored.base) * POINTS
+                cell.notes.append(_note(notes, shared_note(key, metric, run.label, baseline.label, rescored)))
             cell.significance = significance_of(book, baseline, run, key, metric)
     return cell
+
+
+def shared_note(key: str, metric: str, label: str, base_label: str, s: SharedScores) -> str:
+    return (f"{key}: {metric} recomputed on the {s.n} samples {label} and {base_label} share, for the delta and "
+            f"the test ({s.other * POINTS:.2f} vs {s.base * POINTS:.2f}): a corpus metric depends on the set scored")
 
 
 def _note(notes: list[str], text: str) -> int:
@@ -442,6 +505,7 @@ class Diff:
     disagreements: list[SampleDiff]  # most different first
     only_a: list[str]
     only_b: list[str]
+    recomputed: bool = False  # a corpus metric's per-sample scores recomputed on the shared samples
 
 
 def resolve_key(run: Run, task: str) -> str:
@@ -468,15 +532,19 @@ def diff_runs(run_a: Run, run_b: Run, task: str, metric: str | None = None) -> D
         missing = run_a if pa is None else run_b
         raise RunError(f"{missing.label}: no per-sample predictions for {key} (samples/{key}.jsonl)")
     shared = [sid for sid in pa if sid in pb]
+    rescored = book.shared(run_a, run_b, key, metric)  # per-sample CIDEr of different sets: recomputed
     rows = []
     for sid in shared:
         a, b = pa[sid], pb[sid]
-        d = SampleDiff(sid, a.scores.get(metric), b.scores.get(metric), a, b)
+        if rescored is not None:
+            d = SampleDiff(sid, rescored.base_scores.get(sid), rescored.other_scores.get(sid), a, b)
+        else:
+            d = SampleDiff(sid, a.scores.get(metric), b.scores.get(metric), a, b)
         if d.score_a != d.score_b or a.output != b.output or a.error != b.error:
             rows.append(d)
     rows.sort(key=lambda d: (-abs(d.delta), d.a.output == d.b.output))
     return Diff(key, metric, len(shared), rows,
-                [s for s in pa if s not in pb], [s for s in pb if s not in pa])
+                [s for s in pa if s not in pb], [s for s in pb if s not in pa], rescored is not None)
 
 
 def format_diff(diff: Diff, label_a: str, label_b: str, limit: int | None) -> str:
@@ -486,6 +554,8 @@ def format_diff(diff: Diff, label_a: str, label_b: str, limit: int | None) -> st
              f"({label_b} better on {better}, worse on {worse}, same score on {len(diff.disagreements) - better - worse})"]
     if diff.only_a or diff.only_b:
         lines.append(f"not compared: {len(diff.only_a)} samples only in {label_a}, {len(diff.only_b)} only in {label_b}")
+    if diff.recomputed:
+        lines.append(f"{diff.metric} recomputed on the shared samples for both runs (it depends on the set scored)")
     shown = diff.disagreements[:limit] if limit is not None else diff.disagreements
     for i, d in enumerate(shown, 1):
         lines += [
