@@ -42,6 +42,14 @@ class ImageRef:
         return cls(path=str(path), key=f"path:{Path(path).resolve()}")
 
     @classmethod
+    def from_location(cls, location: str | Path) -> ImageRef:
+        """A file path, or an http(s) URL (fetched when first decoded, then cached on disk)."""
+        text = str(location)
+        if text.startswith(("http://", "https://")):
+            return cls(path=text, key=f"url:{text}")
+        return cls.from_path(location)
+
+    @classmethod
     def from_bytes(cls, data: bytes) -> ImageRef:
         return cls(data=data, key="sha1:" + hashlib.sha1(data).hexdigest())
 
@@ -58,6 +66,10 @@ class ImageRef:
                 image = self.pil
             elif self.data is not None:
                 image = Image.open(io.BytesIO(self.data))
+            elif self.key.startswith("url:"):
+                from evalkit.data.remote import fetch
+
+                image = Image.open(io.BytesIO(fetch(self.path or "")))
             elif self.path is not None:
                 image = Image.open(self.path)
             else:

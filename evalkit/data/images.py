@@ -12,6 +12,7 @@ from typing import Any
 
 from PIL import Image
 
+from evalkit.data.remote import is_url
 from evalkit.task import ImageRef
 
 
@@ -33,6 +34,8 @@ def to_image_ref(value: Any, image_root: str | Path | None = None) -> ImageRef:
 
 
 def _path_ref(path: str, image_root: str | Path | None) -> ImageRef:
+    if is_url(path):
+        return ImageRef.from_location(path)
     p = Path(path)
     if not p.is_absolute() and image_root is not None:
         p = Path(image_root) / p

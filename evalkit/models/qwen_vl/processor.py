@@ -2,7 +2,8 @@
 
 The transform is the one in the original `visual.py`: PIL `convert("RGB")`, `resize((S, S),
 BICUBIC)` (aspect ratio not kept), /255 and CLIP mean/std normalisation. Images come either from
-the `<img>path</img>` paths in the text (the reference's way; paths relative to the cwd) or
+the `<img>path</img>` paths in the text (the reference's way; paths relative to the cwd, or
+http(s) URLs, fetched once into evalkit's image cache: evalkit.data.remote) or
 explicitly, one list per text in the order of its `<img>` tags.
 """
 
@@ -44,7 +45,7 @@ class QwenVLProcessor:
         """Decode to RGB; any failure is an ImageError naming the image."""
         if isinstance(image, Image.Image):
             return to_rgb(image)
-        ref = image if isinstance(image, ImageRef) else ImageRef.from_path(image)
+        ref = image if isinstance(image, ImageRef) else ImageRef.from_location(image)
         return ref.load()
 
     def transform(self, image: ImageLike) -> torch.Tensor:
