@@ -90,7 +90,7 @@ def vocab_texts(specs: dict[str, TaskSpec], n_scenes: int, seed: int) -> list[st
             row["image"] = "x.png"
             texts.append(prompt_of(spec, row, i) + target_text(task, row))
             if i < 50:
-                texts.extend(prompt_of(spec, row, i, style) for style in spec.prompts if style != "base")
+                texts.extend(prompt_of(spec, row, i, "chat") for _ in range("chat" in spec.prompts))
     return texts
 
 
