@@ -9,7 +9,9 @@ shots concatenated with no separator before the query prompt.
 
 The chat style (Qwen-VL-Chat) is a conversation built by `evalkit.chat`, the one owner of the
 chat template: a spec's `prompts.chat` is the user's turn only, `{image}` there becomes
-"Picture N:<img>...</img>\n" (numbered across the conversation), each shot is a user turn and an
+"Picture N:<img>...</img>\n" (numbered across the conversation; `<img>{image}</img>` written out in
+the template stays as written, for queries that are plain strings like MME's), no `prompts.chat`
+means the base prompt as it is (Qwen's chat_format "raw"), each shot is a user turn and an
 assistant turn, and `prompts.chat_reply` (optional) starts the model's reply.
 """
 
@@ -52,7 +54,8 @@ def render(template: str, sample: Sample, numbers: Iterator[int] | None = None) 
         if text:
             parts.append(text)
         if i < n_slots:
-            parts += image_lines([sample.images[i]], numbers) if numbers else [sample.images[i]]
+            explicit = piece.endswith("<img>") and pieces[i + 1].startswith("</img>")  # written out: kept
+            parts += image_lines([sample.images[i]], numbers) if numbers and not explicit else [sample.images[i]]
     return parts
 
 

@@ -252,10 +252,9 @@ def _check_semantics(spec: TaskSpec, path: Path) -> None:
     if not spec.prompts:
         raise SpecError(f"{path}: field 'prompts' must define at least one prompt style (base, chat)")
     chat = spec.prompts.get("chat", "")
-    if any(marker in chat for marker in ("<|im_start|>", "<|im_end|>", "<img>", "Picture ")):
+    if "<|im_start|>" in chat or "<|im_end|>" in chat:
         raise SpecError(f"{path}: field 'prompts.chat' is the user's turn only, e.g. \"{{image}}{{question}} Answer:\": "
-                        "the chat template adds the system prompt, <|im_start|>/<|im_end|> and the "
-                        "\"Picture N:<img>...</img>\" lines")
+                        "the chat template (evalkit/chat.py) adds the system prompt and <|im_start|>/<|im_end|>")
     if "chat_reply" in spec.prompts and not chat:
         raise SpecError(f"{path}: field 'prompts.chat_reply' needs a 'prompts.chat' turn to reply to")
     if spec.output_type == "choice" and "choices" not in spec.fields:

@@ -153,7 +153,8 @@ class TaskSpec:
         return stable_hash(self.to_dict())
 
     def prompt_hash(self, style: str) -> str:
-        template = {"style": style, "template": self.prompts.get(style, "")}
+        used = self.prompts.get(style) or self.prompts.get("base", "")  # what build_request renders
+        template = {"style": style, "template": used}
         if style == "chat" and self.prompts.get("chat_reply"):
             template["reply"] = self.prompts["chat_reply"]
         return stable_hash(template)

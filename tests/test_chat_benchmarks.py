@@ -114,7 +114,7 @@ def test_mmbench_prompt(task):
 def test_touchstone_prompt_is_a_chat_turn_with_the_image():
     spec = registry().get("touchstone")
     sample = samples("touchstone")[0]
-    query = f"Picture 1: <img>{IMG}</img>\nWhat is the man holding?"  # tokenizer.from_list_format
+    query = f"Picture 1:<img>{IMG}</img>\nWhat is the man holding?"  # from_list_format of the Chat remote code
     assert build_request(spec, sample, "chat").text(IMG) == CHATML.format(query)
     assert spec.generation.max_new_tokens == 512
 
