@@ -34,10 +34,11 @@ def hub_rows(ds: DatasetSpec) -> Iterator[dict[str, Any]]:
         if not _matches(row, where):
             continue
         row = dict(row)
-        row[SOURCE_ROW] = position  # the row in the unfiltered split: lmms-eval's doc_id
         if lookup is not None:
             _join_row(row, opts["join"], lookup)
-        yield reshape(row, opts)
+        row = reshape(row, opts)
+        row[SOURCE_ROW] = position  # the row in the unfiltered split: lmms-eval's doc_id (not a `record` column)
+        yield row
 
 
 def _missing(value: Any) -> bool:
