@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Under torchrun each rank runs a shard and rank 0 alone prints and writes the results."""
     from evalkit.distributed import Dist
 
-    dist = Dist.from_env().init()
+    dist = Dist.from_env().init(device=args.device)
     try:
         return _run(args, dist)
     finally:
@@ -116,7 +116,9 @@ def _run(args: argparse.Namespace, dist: Dist) -> int:
     specs = Registry(extra_dirs=args.tasks_dir).select(args.tasks or DEFAULT_TASKS)
     model_spec_resolved = model_spec.replace("{evalkit}", str(Path(__file__).resolve().parent))
     output = Path(args.output) if args.output else Path("runs") / _slug(model_spec)
-    options = {"batch_size": args.batch_size, "dtype": args.dtype, "device": args.device or dist.device()}
+    # under torchrun, "cuda" (or no --device) means this rank's GPU
+    device = (dist.device() or args.device) if args.device in (None, "cuda") else args.device
+    options = {"batch_size": args.batch_size, "dtype": args.dtype, "device": device}
     model = load_model(model_spec_resolved, **{k: v for k, v in options.items() if v is not None})
     settings = RunSettings(
         output=output, shots=args.shots, limit=args.limit, seed=args.seed,

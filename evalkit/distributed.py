@@ -1,7 +1,7 @@
 """Data-parallel evaluation under `torchrun`: who this process is, which samples it runs, and how
 rank 0 learns what the others produced.
 
-One process per GPU (or several CPU processes with gloo). Every rank plans the same sample list;
+One process per GPU with nccl, or gloo wherever ranks share a GPU or run on the CPU. Every rank plans the same sample list;
 rank 0 decides which samples are still pending and broadcasts that list, each rank takes every
 `world_size`-th pending sample (deterministic by index, so a resumed run with another number of
 ranks still covers each sample exactly once), appends its predictions to its own cache file,
@@ -25,6 +25,7 @@ T = TypeVar("T")
 # Ranks wait for the slowest one at each task's gather; shards are balanced but a long task on a
 # slow device can still take a while, so the collective timeout is generous (minutes, overridable).
 DEFAULT_TIMEOUT_MIN = 120
+BACKENDS = ("nccl", "gloo")
 
 
 class DistributedError(RuntimeError):
@@ -60,15 +61,45 @@ class Dist:
     # ------------------------------------------------------------ lifecycle
 
     def device(self) -> str | None:
-        """The device this rank should load the model on: its own GPU under torchrun, else None (default)."""
+        """The device this rank should load the model on under torchrun: its own GPU where each local
+        rank has one, else the visible GPUs shared round-robin (e.g. SLURM's one device per task);
+        None (the default device) outside torchrun or without CUDA."""
         if not self.enabled:
             return None
         import torch
 
-        return f"cuda:{self.local_rank}" if torch.cuda.is_available() else None
+        if not torch.cuda.is_available():
+            return None
+        return f"cuda:{self.local_rank % torch.cuda.device_count()}"
 
-    def init(self, backend: str | None = None) -> Dist:
-        """Join the process group: nccl where this rank has a GPU, gloo otherwise."""
+    def own_devices(self) -> bool:
+        """Does every rank on this node have a GPU of its own (cuda:LOCAL_RANK exists for all of them)?
+        nccl needs that: two ranks on one device fail in nccl, and cuda:1 on a one-GPU machine does
+        not exist."""
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.device_count() >= self.local_world_size
+
+    @property
+    def local_world_size(self) -> int:
+        """Ranks on this node: torchrun's LOCAL_WORLD_SIZE, else (other launchers) the world size,
+        the safe assumption that every rank may be on this node."""
+        return int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
+
+    def backend(self, device: str | None = None) -> str:
+        """nccl when every local rank has its own GPU and the model runs on CUDA, gloo otherwise.
+        EVALKIT_DIST_BACKEND=gloo|nccl overrides (tests force gloo). evalkit's collectives are a few
+        small objects per batch, so gloo costs nothing measurable."""
+        forced = os.environ.get("EVALKIT_DIST_BACKEND", "").strip().lower()
+        if forced:
+            if forced not in BACKENDS:
+                raise DistributedError(f"EVALKIT_DIST_BACKEND={forced!r}: use one of {', '.join(BACKENDS)}")
+            return forced
+        on_cuda = device is None or device.startswith("cuda")
+        return "nccl" if on_cuda and self.own_devices() else "gloo"
+
+    def init(self, backend: str | None = None, device: str | None = None) -> Dist:
+        """Join the process group with `backend` (default: see `backend()`, given the model's device)."""
         if not self.enabled:
             return self
         import torch
@@ -76,8 +107,7 @@ class Dist:
 
         if dist.is_initialized():
             return self
-        if backend is None:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = backend or self.backend(device)
         if backend == "nccl":
             torch.cuda.set_device(self.local_rank)  # object collectives use the current device
         minutes = float(os.environ.get("EVALKIT_DIST_TIMEOUT_MIN", DEFAULT_TIMEOUT_MIN))

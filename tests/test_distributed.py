@@ -92,3 +92,45 @@ def test_ctrl_c_under_torchrun_stops_all_ranks_after_their_batch(single, tmp_pat
     assert saved[0] == saved[1] and 1 <= saved[0] < 3  # both ranks stopped after the same batch, before the end
     cli_runs.ok(replay_argv(out), tmp_path)
     cli_runs.assert_same_results(out, single)
+
+
+# -- backend and device per rank (issue 22: nccl only where each local rank has its own GPU) ------
+@pytest.mark.parametrize("gpus, local_world, device, backend, devices", [
+    (0, "2", None, "gloo", [None, None]),  # CPU
+    (2, "2", None, "nccl", ["cuda:0", "cuda:1"]),  # a GPU per rank
+    (1, "2", None, "gloo", ["cuda:0", "cuda:0"]),  # two ranks on one GPU: nccl would fail, cuda:1 does not exist
+    (1, None, None, "gloo", ["cuda:0", "cuda:0"]),  # SLURM, one visible device per task, no LOCAL_WORLD_SIZE
+    (8, "8", None, "nccl", ["cuda:0", "cuda:1"]),
+    (4, "8", None, "gloo", ["cuda:0", "cuda:1"]),  # fewer GPUs than ranks: shared round-robin
+    (2, "2", "cpu", "gloo", [None, None]),  # --device cpu on a GPU machine
+])
+def test_backend_and_device_per_rank(monkeypatch, gpus, local_world, device, backend, devices):
+    import torch
+
+    from evalkit.distributed import Dist
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.delenv("EVALKIT_DIST_BACKEND", raising=False)
+    if local_world is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
+    ranks = [Dist(rank=r, world_size=8 if gpus == 8 or local_world == "8" else 2, local_rank=r) for r in (0, 1)]
+    assert [d.backend(device) for d in ranks] == [backend, backend]
+    assert [d.device() if device is None else None for d in ranks] == devices
+
+
+def test_backend_can_be_forced(monkeypatch):
+    import torch
+
+    from evalkit.distributed import Dist, DistributedError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("EVALKIT_DIST_BACKEND", "gloo")
+    assert Dist(rank=1, world_size=2, local_rank=1).backend() == "gloo"
+    monkeypatch.setenv("EVALKIT_DIST_BACKEND", "mpi")
+    with pytest.raises(DistributedError, match="EVALKIT_DIST_BACKEND='mpi': use one of nccl, gloo"):
+        Dist(rank=1, world_size=2, local_rank=1).backend()

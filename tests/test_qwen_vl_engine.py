@@ -362,3 +362,199 @@ def test_choices_crossing_a_dynamic_ntk_step_score_as_generate_does(tiny_model, 
     got = engine(tiny_model, tiny_processor, batch_size=4).loglikelihood(reqs)
     assert flat_scores(got)[1] == flat_scores(hf)[1]
     assert flat_scores(got)[0] == pytest.approx(flat_scores(hf)[0], abs=1e-4)
+
+
+# -- memory: auto batch size and out-of-memory (issue 22) -----------------------------------------
+GIB = 2**30
+
+
+class CudaSized(QwenVLEngine):
+    """The engine on the CPU model, but sizing and releasing memory as it does on a GPU, against
+    mocked torch.cuda counters: what the GPU paths decide can be checked without a GPU."""
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda", 0)
+
+
+class FakeCudaMemory:
+    """torch.cuda's memory counters of one card: `reserved` by the caching allocator, of which
+    `allocated` is handed out; the driver reports total - reserved (- others) as free."""
+
+    def __init__(self, monkeypatch, total: int, allocated: int, reserved: int):
+        self.total, self.allocated, self.reserved = total, allocated, reserved
+        self.empty_cache_calls: list[int] = []
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (self.total - self.reserved, self.total))
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: self.reserved)
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: self.allocated)
+        monkeypatch.setattr(torch.cuda, "empty_cache", lambda: self.empty_cache_calls.append(self.reserved))
+
+
+def real_size_engine(tiny_processor) -> QwenVLEngine:
+    """The real-size Qwen-VL (bf16) on the meta device behind CudaSized: its config and dtype, no memory."""
+    from conftest import REAL_CONFIG_DIR
+
+    from evalkit.models.qwen_vl import QwenVLConfig, QwenVLForCausalLM
+
+    with torch.device("meta"):
+        model = QwenVLForCausalLM(QwenVLConfig.from_pretrained(REAL_CONFIG_DIR)).to(torch.bfloat16)
+    return CudaSized(model, tiny_processor, EngineConfig(batch_size=None))
+
+
+def long_prompts(eng: QwenVLEngine, n: int, tokens: int, **kwargs) -> list:
+    from evalkit.models.qwen_vl.engine import Prepared
+
+    return [Prepared(list(range(tokens)), [], Request(f"p{i}", "t", ["x"], **kwargs)) for i in range(n)]
+
+
+def test_auto_batch_size_counts_reserved_memory_as_free(tiny_processor, monkeypatch):
+    """Modelled on an 80 GB card at 1,400-token prompts: after the first batch the allocator keeps
+    what it reserved (the driver reports it as used); the second sizing must not shrink."""
+    eng = real_size_engine(tiny_processor)
+    prepared = long_prompts(eng, 256, 1400)
+    mem = FakeCudaMemory(monkeypatch, total=80 * GIB, allocated=19 * GIB, reserved=19 * GIB)  # weights only
+    first = eng._auto_batch_size(prepared, 10)
+    mem.reserved = 70 * GIB  # after a batch: blocks cached, weights still the only live tensors
+    assert eng._auto_batch_size(prepared, 10) == first
+    assert 30 < first < 64  # about 47 rows of 1,410 tokens fit beside 19 GB of weights
+    mem.allocated = 45 * GIB  # but memory really in use does count
+    assert eng._auto_batch_size(prepared, 10) < first // 2
+
+
+def test_auto_batch_size_is_decided_once_per_call(tiny_model, tiny_processor, requests, batch1_outputs):
+    eng = engine(tiny_model, tiny_processor)
+    sizes: list[int] = []
+    real = eng._auto_batch_size
+
+    def sized(*args):
+        sizes.append(real(*args))
+        return 3  # several batches in the call
+
+    eng._auto_batch_size = sized
+    assert eng.generate(requests) == batch1_outputs
+    n = len(requests)
+    assert len(sizes) == 1 and eng.stats.batch_sizes == [3] * (n // 3) + [n % 3] * (n % 3 > 0)
+
+
+def test_auto_estimate_counts_choice_fan_out(tiny_processor, monkeypatch):
+    """200 requests x 4 choices x 29 tokens on the real model: the float32 log-softmax over every
+    choice token alone is ~14 GB per copy, ~35 GB with the logits beside it."""
+    from evalkit.models.qwen_vl.engine import batch_memory
+
+    eng = real_size_engine(tiny_processor)
+    config = eng.model.config
+    _, generate_row = batch_memory(config, torch.bfloat16, 100, 29)
+    fixed, choice_row = batch_memory(config, torch.bfloat16, 100, 29, fan_out=4)
+    assert 200 * (choice_row - generate_row) > 34e9  # the [R, L, V] logits of 800 choice rows
+    kv = 2 * 32 * 32 * 128 * 129 * 2  # K and V, 32 layers x 32 heads x 128, 129 tokens, bf16
+    assert choice_row > 5 * kv and generate_row >= 1.5 * kv  # the fanned-out / dropped-rows copy beside the cache
+    _, with_images = batch_memory(config, torch.bfloat16, 100, 29, images=2)
+    assert with_images - generate_row == 2 * 256 * 4096 * 2
+    grown, _ = batch_memory(config, torch.bfloat16, 100, 29, new_images=2000, cache_room=2 * GIB)
+    assert grown - batch_memory(config, torch.bfloat16, 100, 29)[0] == 2 * GIB  # the cache's room, no more
+    FakeCudaMemory(monkeypatch, total=80 * GIB, allocated=19 * GIB, reserved=19 * GIB)
+    prompts = long_prompts(eng, 200, 100)
+    assert eng._auto_batch_size(prompts, 29, fan_out=4) < 100 < eng._auto_batch_size(prompts, 29)
+
+
+def test_oom_releases_the_failed_batch_before_emptying_the_cache(tiny_processor, monkeypatch):
+    """empty_cache() frees nothing while the traceback still holds the failed batch's tensors."""
+    import weakref
+
+    eng = CudaSized(real_size_engine(tiny_processor).model, tiny_processor, EngineConfig(batch_size=8))
+    alive_at_empty: list[bool] = []
+    held: list[weakref.ref] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: alive_at_empty.append(any(r() is not None for r in held)))
+
+    def run(batch):
+        activations = torch.zeros(len(batch), 1000)  # what a forward leaves in its frames
+        held.append(weakref.ref(activations))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory.")
+        return [p.request.sample_id for p in batch]
+
+    prepared = long_prompts(eng, 8, 5)
+    assert eng._run_batched(prepared, lambda b: 1, run) == [p.request.sample_id for p in prepared]
+    assert alive_at_empty == [False, False]  # two back-offs (8 -> 4 -> 2), each after the release
+
+
+def test_oom_backoff_holds_for_its_task_only(tiny_model, tiny_processor, requests):
+    eng = engine(tiny_model, tiny_processor, batch_size=8)
+    attempts = oom_above(eng, "_generate_batch", 2, CPU_OOM)
+    task_a = [_with_task(r, "a") for r in requests]
+    task_b = [_with_task(r, "b") for r in requests]
+    eng.generate(task_a[:8])
+    assert [len(a) for a in attempts] == [8, 4, 2, 2, 2, 2]
+    attempts.clear()
+    eng.generate(task_a[8:])  # the same task again: starts at the size that fitted
+    assert max(len(a) for a in attempts) == 2 and eng.stats.oom_backoffs == 2
+    attempts.clear()
+    eng.generate(task_b[:8])  # another task starts from the full size
+    assert [len(a) for a in attempts][:3] == [8, 4, 2]
+
+
+def _with_task(request: Request, task: str) -> Request:
+    from dataclasses import replace
+
+    return replace(request, task=task)
+
+
+def test_prefill_keeps_only_each_chunks_last_position(tiny_model, tiny_processor):
+    """With several prefill chunks, an earlier chunk's whole final-norm output [rows, L, D] must be
+    freed once the next chunks run (a view of its last position would keep its storage alive)."""
+    from torch.multiprocessing.reductions import StorageWeakRef
+
+    eng = engine(tiny_model, tiny_processor, batch_size=6, prefill_tokens=1)  # one row per chunk
+    outputs: list[StorageWeakRef] = []
+    alive_later: list[int] = []
+
+    def hook(module, args, out) -> None:  # runs as each chunk's forward returns
+        alive_later.append(sum(not r.expired() for r in outputs[:-1]))
+        outputs.append(StorageWeakRef(out.untyped_storage()))
+
+    handle = tiny_model.transformer.register_forward_hook(hook)
+    try:
+        eng.generate([Request(f"r{i}", "t", [t], max_new_tokens=1) for i, t in enumerate(TEXTS[:6])])
+    finally:
+        handle.remove()
+    assert len(outputs) == 6 and alive_later[2:] == [0] * 4  # at most the chunk just before is still referenced
+
+
+def test_vision_time_ends_after_a_device_sync(tiny_model, tiny_processor, tiny_dir):
+    """On a GPU the vision tower's kernels are still running when it returns: vision_s must be
+    read after a sync, or the last vision sub-batch is counted as prefill."""
+    eng = engine(tiny_model, tiny_processor, batch_size=4)
+    events: list[str] = []
+    eng._sync = lambda: events.append("sync")
+    real_visual = eng._visual
+    eng._visual = lambda pixels: (events.append("vision"), real_visual(pixels))[1]
+    real_now = eng._now
+    eng._now = lambda: (events.append("clock"), real_now())[1]
+    eng._image_features([eng._prepare(Request("i", "t", ["<img>", ref("img_a.png", tiny_dir), "</img>Hi"]))])
+    assert events == ["clock", "vision", "sync", "clock"]
+
+
+def test_compile_applies_to_the_engine_calls_only(tiny_model, tiny_processor, tiny_ckpt, monkeypatch):
+    """--compile compiles copies the engine swaps in for its own calls: generate() on the same
+    model (the bench baselines) runs the modules as loaded."""
+    calls = {"compiled": 0}
+
+    class Counted(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            calls["compiled"] += 1
+            return self.inner(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: Counted(module))
+    model = QwenVLModel(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=2,
+                        engine_config=EngineConfig(compile=True))
+    mlps = [block.mlp for block in tiny_model.transformer.h]
+    reqs = [Request("a", "t", [CAPITAL], max_new_tokens=3), Request("b", "t", [QA], max_new_tokens=3)]
+    fast = model.generate(reqs)
+    assert calls["compiled"] > 0 and [block.mlp for block in tiny_model.transformer.h] == mlps  # put back
+    calls["compiled"] = 0
+    model.engine_name = "hf"
+    assert model.generate(reqs) == fast and calls["compiled"] == 0

@@ -17,8 +17,10 @@ The engine drives the model's own modules (`model.transformer`, `model.lm_head`,
 - stop strings are checked in Python only for rows whose new token can complete one (its
   bytes contain a stop string's last byte), so the per-token Python work does not grow with
   the batch;
-- `batch_size=None` ("auto") starts from what memory allows and halves on out-of-memory,
-  retrying the same requests, so nothing is lost.
+- `batch_size=None` ("auto") is sized once per call from what memory allows (memory the
+  caching allocator holds but does not use counts as free); an out-of-memory halves the batch
+  and retries the same requests, so nothing is lost, and the halved size holds for the rest of
+  that task only.
 
 Positions come from each row's attention mask (language.py), so results do not depend on
 the batch a request lands in or on the order of requests.
@@ -26,16 +28,20 @@ the batch a request lands in or on the order of requests.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+import gc
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
 
+from evalkit.models.qwen_vl.config import QwenVLConfig
 from evalkit.models.qwen_vl.language import ntk_alpha
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
@@ -69,6 +75,47 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def batch_memory(
+    config: QwenVLConfig,
+    dtype: torch.dtype,
+    longest: int,
+    extra: int,
+    fan_out: int = 0,
+    images: int = 0,
+    new_images: int = 0,
+    prefill_tokens: int = 1024,
+    cache_room: int = 0,
+) -> tuple[int, int]:
+    """(fixed bytes, bytes per request) of one engine batch: what the auto batch size divides
+    free memory by.
+
+    Per request: its KV cache at the `longest` prompt + `extra` tokens, and the copy
+    `select_rows` makes beside it (dropping finished rows: at most half as much again; fanning a
+    prompt out to `fan_out` choices: one more row per choice); its `images` features stacked for
+    the batch; and the vocabulary logits. Generating, one row of logits with its float32 max;
+    scoring choices, the prompt's float32 log-softmax, its copy per choice, and per choice token
+    the model-dtype logits, their float32 copy and log-softmax ([R, L, V]: about 35 GB for 200
+    requests x 4 choices x 29 tokens at Qwen-VL's 151,936-token vocabulary).
+    Fixed: one prefill chunk's activations and masked attention scores, and the features of the
+    call's `new_images` that the feature cache can still take (`cache_room` bytes)."""
+    c = config
+    elt = torch.empty((), dtype=dtype).element_size()
+    kv = StaticKVCache.bytes_per_row(c, dtype, longest + extra)
+    vocab = c.vocab_size
+    feature = c.visual.get("n_queries", 256) * c.hidden_size * elt
+    if fan_out:
+        tokens = max(extra - 1, 0)  # choice tokens fed through the model after the prompt
+        kv_bytes = kv * (1 + fan_out)
+        logits = (elt + 8) * vocab + fan_out * (4 * vocab + (elt + 8) * tokens * vocab)
+    else:
+        kv_bytes = kv * 3 // 2
+        logits = (4 + elt + 1) * vocab
+    per_request = kv_bytes + logits + images * feature
+    activations = prefill_tokens * (4 * c.hidden_size + 2 * c.intermediate_size + 3 * c.hidden_size) * elt
+    attention = c.num_attention_heads * prefill_tokens * longest * 4  # masked fallback score matrix
+    return activations + attention + min(cache_room, new_images * feature), per_request
 
 
 @dataclass
@@ -182,10 +229,9 @@ class StaticKVCache:
         return cls(c.num_hidden_layers, batch, c.num_attention_heads, max_len, c.head_dim, model.dtype, model.device)
 
     @staticmethod
-    def bytes_per_row(model: QwenVLForCausalLM, max_len: int) -> int:
-        c = model.config
-        elt = torch.empty((), dtype=model.dtype).element_size()
-        return 2 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * max_len * elt
+    def bytes_per_row(config: QwenVLConfig, dtype: torch.dtype, max_len: int) -> int:
+        elt = torch.empty((), dtype=dtype).element_size()
+        return 2 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * max_len * elt
 
     def rows(self, start: int, end: int) -> StaticKVCache:
         """A cache over rows start:end that writes into this one's storage (chunked prefill)."""
@@ -222,6 +268,17 @@ class Prepared:
     request: Request
 
 
+def _engine_call(method: Callable[..., T]) -> Callable[..., T]:
+    """A public engine call: runs with the engine's compiled modules in place (see `_compiled`)."""
+
+    @functools.wraps(method)
+    def call(self: QwenVLEngine, *args: Any, **kwargs: Any) -> T:
+        with self._compiled():
+            return method(self, *args, **kwargs)
+
+    return call
+
+
 class QwenVLEngine:
     """Batched greedy `generate` and choice `loglikelihood` over a QwenVLForCausalLM."""
 
@@ -232,14 +289,14 @@ class QwenVLEngine:
         self.config = config or EngineConfig()
         self.features = FeatureCache(self.config.feature_cache_bytes)
         self.stats = EngineStats()
-        self._batch_size = self.config.batch_size  # lowered for good after an out-of-memory
+        self._backoff: dict[tuple[str, ...], int] = {}  # task(s) -> batch size after an out-of-memory
         self._stop_tables: dict[tuple[str, ...], torch.Tensor] = {}
         self._token_bytes: list[bytes] | None = None
         self._visual: Callable[[torch.Tensor], torch.Tensor] = model.transformer.visual
-        if self.config.compile:
+        self._compiled_mlps: list[torch.nn.Module] = []
+        if self.config.compile:  # compiled copies, not the model's own modules: see _compiled()
             self._visual = torch.compile(model.transformer.visual, dynamic=True)
-            for block in model.transformer.h:
-                block.mlp.compile(dynamic=True)
+            self._compiled_mlps = [torch.compile(block.mlp, dynamic=True) for block in model.transformer.h]
 
     @property
     def device(self) -> torch.device:
@@ -248,14 +305,30 @@ class QwenVLEngine:
     def reset_stats(self) -> None:
         self.stats = EngineStats()
 
+    @contextlib.contextmanager
+    def _compiled(self) -> Iterator[None]:
+        """With `compile`, the blocks run their compiled MLPs during the engine's own calls only:
+        anything else driving the same model (generate(), the bench baselines) runs it as loaded."""
+        blocks = self.model.transformer.h
+        originals = [block.mlp for block in blocks]
+        try:
+            for block, compiled in zip(blocks, self._compiled_mlps):
+                block.mlp = compiled
+            yield
+        finally:
+            for block, mlp in zip(blocks, originals):
+                block.mlp = mlp
+
     # -- public calls ----------------------------------------------------------------------
     @torch.inference_mode()
+    @_engine_call
     def generate(self, requests: Sequence[Request]) -> list[str]:
         """One greedy output per request, cut at its first stop string."""
         prepared = [self._prepare(r) for r in requests]
         return self._run_batched(prepared, lambda p: max(r.request.max_new_tokens for r in p), self._generate_batch)
 
     @torch.inference_mode()
+    @_engine_call
     def loglikelihood(self, requests: Sequence[Request]) -> list[list[ChoiceScore]]:
         """Summed log-probability of each choice's tokens after the prompt (prompt and choice
         tokenized separately, then concatenated, as eval_mm scores multiple choice). The prompt
@@ -275,7 +348,9 @@ class QwenVLEngine:
         for kind, run in ((False, lambda b: self._score_batch(b, choice_ids)), (True, whole)):
             rows = [i for i, c in enumerate(crossing) if c == kind]
             if rows:
-                for i, out in zip(rows, self._run_batched([prepared[i] for i in rows], extra_len, run)):
+                part = [prepared[i] for i in rows]
+                fan_out = max(len(choice_ids[id(p)]) for p in part)
+                for i, out in zip(rows, self._run_batched(part, extra_len, run, fan_out)):
                     results[i] = out
         return results
 
@@ -288,16 +363,24 @@ class QwenVLEngine:
         prepared: list[Prepared],
         extra_len: Callable[[list[Prepared]], int],
         run_batch: Callable[[list[Prepared]], list[T]],
+        fan_out: int = 0,
     ) -> list[T]:
         """Sort by prompt length (then image, so questions on one image travel together), cut
-        into batches, run each; on out-of-memory halve the batch size and retry the same rows."""
+        into batches, run each; on out-of-memory halve the batch size and retry the same rows.
+        `fan_out`: the most choices a request has (0 when generating), for the auto size.
+
+        The batch size is decided once per call (auto: from free memory, which shrinks as the
+        caching allocator keeps blocks, so it is not re-measured per batch); a halved size
+        holds for later calls of the same task, and a new task starts from the full size."""
         order = sorted(
             range(len(prepared)), key=lambda i: (len(prepared[i].ids), [im.key for im in prepared[i].images])
         )
+        task = tuple(sorted({p.request.task for p in prepared}))
+        size = self.config.batch_size or self._auto_batch_size(prepared, extra_len(prepared), fan_out)
+        size = min(size, self._backoff.get(task, size))
         results: list[Any] = [None] * len(prepared)
         start = 0
         while start < len(order):
-            size = self._batch_size or self._auto_batch_size(prepared, extra_len)
             chunk = order[start : start + size]
             batch = [prepared[i] for i in chunk]
             work = self.stats.work()
@@ -306,11 +389,12 @@ class QwenVLEngine:
             except Exception as exc:
                 if not is_out_of_memory(exc) or len(chunk) == 1:
                     raise
-                self._batch_size = max(len(chunk) // 2, 1)
+                outputs = None
+            if outputs is None:  # out of memory; the traceback and the batch's tensors are gone now
+                size = self._backoff[task] = max(len(chunk) // 2, 1)
                 self.stats.__dict__.update(work)
                 self.stats.oom_backoffs += 1
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                self._release_memory()
                 continue
             self.stats.batches += 1
             self.stats.requests += len(chunk)
@@ -320,26 +404,36 @@ class QwenVLEngine:
             start += len(chunk)
         return results
 
-    def _auto_batch_size(self, prepared: list[Prepared], extra_len: Callable[[list[Prepared]], int]) -> int:
-        """Rows that fit in ~70% of free memory: a row costs its KV cache at the longest prompt
-        and its last-position logits; one prefill chunk's activations come off the top. Capped,
-        at least 1."""
-        c = self.model.config
-        longest = max(len(p.ids) for p in prepared)
-        max_len = longest + extra_len(prepared)
-        elt = torch.empty((), dtype=self.model.dtype).element_size()
+    def _release_memory(self) -> None:
+        """Hand the failed batch's blocks back to the device. Called once its tensors are
+        unreachable (outside the except block that held its traceback), or it frees nothing."""
+        gc.collect()  # tensors caught in reference cycles through frames
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _free_memory(self) -> int:
+        """Bytes a batch can use: on CUDA what the driver has free plus what the caching
+        allocator has reserved but not handed out (mem_get_info alone counts the latter as used,
+        so a second sizing would shrink); on CPU the available physical memory."""
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+    def _auto_batch_size(self, prepared: list[Prepared], extra: int, fan_out: int = 0) -> int:
+        """Requests that fit in ~70% of free memory (see `batch_memory`). Capped, at least 1."""
         cap = self.config.max_batch_size
         if self.device.type != "cuda":
             cap = min(cap, self.config.cpu_max_batch_size)
-        chunk = min(max(self._prefill_tokens(), longest), longest * cap)  # one prefill chunk's tokens
-        activations = chunk * (4 * c.hidden_size + 2 * c.intermediate_size + 3 * c.hidden_size) * elt
-        attention = c.num_attention_heads * chunk * longest * 4  # masked fallback score matrix
-        per_row = StaticKVCache.bytes_per_row(self.model, max_len) + (4 + elt + 1) * c.vocab_size
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-        else:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return int(max(1, min(cap, (0.7 * free - activations - attention) // per_row)))
+        longest = max(len(p.ids) for p in prepared)
+        new_images = {im.key for p in prepared for im in p.images if im.key not in self.features}
+        fixed, per_request = batch_memory(
+            self.model.config, self.model.dtype, longest, extra, fan_out,
+            images=max(len(p.images) for p in prepared), new_images=len(new_images),
+            prefill_tokens=min(max(self._prefill_tokens(), longest), longest * cap),
+            cache_room=max(self.config.feature_cache_bytes - self.features.bytes, 0),
+        )
+        return int(max(1, min(cap, (0.7 * self._free_memory() - fixed) // per_request)))
 
     # -- images ----------------------------------------------------------------------------
     def _image_features(self, batch: list[Prepared]) -> torch.Tensor | None:
@@ -371,6 +465,7 @@ class QwenVLEngine:
                     local[key] = feats.clone()
                     self.features.put(key, local[key])
             self.stats.images_encoded += len(items)
+            self._sync()  # the last sub-batch is vision time, not the prefill's
             self.stats.vision_s += self._now() - started
         return torch.stack([local[ref.key] for ref in refs])
 
@@ -405,7 +500,7 @@ class QwenVLEngine:
             hidden = self.model.transformer(
                 input_ids=ids[a:b], attention_mask=mask[a:b, :width], image_features=images, cache=part
             )
-            last.append(hidden[:, -1])
+            last.append(hidden[:, -1].clone())  # a view would keep the chunk's whole output alive
             alphas.append(part.qwen_ntk_alpha)
         cache.length, cache.qwen_ntk_alpha = width, torch.cat(alphas)
         self._sync()

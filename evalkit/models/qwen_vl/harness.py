@@ -52,6 +52,18 @@ class StopOnStrings(StoppingCriteria):
         return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
 
 
+def exact_fp32(model: torch.nn.Module) -> None:
+    """fp32 on a GPU means fp32: TF32 off for matmuls and convolutions (cuDNN allows TF32 by
+    default, which the ViT's patch convolution would use). TF32 rounds inputs to 10 mantissa bits
+    in a way that depends on the kernel chosen, so outputs would depend on the batch size and
+    differ from generate()'s; evalkit's fp32 parity and batch invariance hold only without it.
+    Process-wide (torch has no per-module switch); bf16/fp16 models leave it alone."""
+    param = next(model.parameters(), None)
+    if param is not None and param.dtype == torch.float32 and param.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
 class QwenVLModel:
     """Qwen-VL behind the Model protocol. `prompt_style` picks the task template ("base"/"chat");
     `engine` is "fast" (engine.py) or "hf" (transformers generate()); `batch_size` is an int or
@@ -71,6 +83,7 @@ class QwenVLModel:
         if engine not in ENGINES:
             raise ModelError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
         self.model = model.eval()
+        exact_fp32(self.model)
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.path = path
@@ -93,9 +106,11 @@ class QwenVLModel:
         batch_size: int | str = 8,
         prompt_style: str = "base",
         engine: str = "fast",
+        engine_config: EngineConfig | None = None,
     ) -> QwenVLModel:
         """Load a local checkpoint dir. dtype: fp32/bf16/fp16 (default bf16 on CUDA, else fp32);
-        batch_size: an int or "auto"; engine: "fast" or "hf" (transformers generate())."""
+        batch_size: an int or "auto"; engine: "fast" or "hf" (transformers generate());
+        engine_config: the engine's settings (e.g. compile), its batch size set from batch_size."""
         if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
             raise ModelError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
         ckpt = Path(path)
@@ -116,9 +131,11 @@ class QwenVLModel:
             torch_dtype = DTYPES[dtype]
         else:
             raise ModelError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16")
-        model = QwenVLForCausalLM.from_pretrained(ckpt, dtype=torch_dtype).to(device)
+        # straight onto the device, tensor by tensor: no full copy in host memory first (19 GB per
+        # rank for the real model, x8 under torchrun)
+        model = QwenVLForCausalLM.from_pretrained(ckpt, dtype=torch_dtype, device_map=torch.device(device))
         processor = QwenVLProcessor.from_pretrained(ckpt)
-        return cls(model, processor, str(ckpt), batch_size, prompt_style, engine=engine)
+        return cls(model, processor, str(ckpt), batch_size, prompt_style, engine=engine, engine_config=engine_config)
 
     def identity(self) -> dict[str, Any]:
         """Name, path and a weight fingerprint: sha256 over each weight file's name, size, first
