@@ -16,7 +16,9 @@ from conftest import REPO, TINY_CKPT
 from evalkit.cli import main
 
 REAL_CONFIG_FILE = REPO / "benchmarks" / "configs" / "qwen_vl_real.json"  # the real qwen.tiktoken lies beside it
-SMALL = ["--requests", "8", "--images", "4", "--baseline-requests", "4", "--baseline-batch-sizes", "2"]
+# pinned to fp32 on the CPU: bench's defaults are cuda + bf16 wherever a GPU is (tests/test_gpu.py covers that)
+SMALL = ["--requests", "8", "--images", "4", "--baseline-requests", "4", "--baseline-batch-sizes", "2",
+         "--device", "cpu", "--dtype", "fp32"]
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
@@ -83,6 +85,7 @@ def test_bench_json_figures(tiny_bench):
     (["--config", str(TINY_CKPT), "--baseline-batch-sizes", "0"], "at least 1"),
     (["--config", str(TINY_CKPT), "--dtype", "int3"], "unknown dtype"),
     (["--config", str(TINY_CKPT / "qwen.tiktoken")], "not a Qwen-VL config.json"),
+    (["--config", str(REAL_CONFIG_FILE), "--dry-run", "--compile"], "--compile has no effect with --dry-run"),
 ])
 def test_bench_user_errors_are_one_line(argv, message):
     code, out, err = run_cli(["bench", *argv])
@@ -106,3 +109,44 @@ def test_small_cpu_config_is_the_issue_shape():
             config["intermediate_size"], config["vocab_size"]) == (512, 4, 8, 2816, 151936)
     assert (config["visual"]["width"], config["visual"]["layers"], config["visual"]["image_size"]) == (256, 4, 448)
     assert config["visual"]["output_dim"] == config["hidden_size"]
+
+
+@pytest.mark.parametrize("source", [["--model", f"qwen-vl:{TINY_CKPT}"], ["--config", str(TINY_CKPT)]])
+def test_compile_reaches_the_engine_and_not_the_baselines(source, monkeypatch, tmp_path):
+    """`--compile` takes effect with --model as with --config (it was set after the engine was
+    built), and the generate() baselines run the model uncompiled. torch.compile is replaced by a
+    wrapper that counts calls, so no compiler runs."""
+    import torch
+
+    from evalkit import bench
+
+    calls = {"compiled": 0}
+
+    class Counted(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            calls["compiled"] += 1
+            return self.inner(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: Counted(module))
+    phases: dict[str, int] = {}
+
+    def counting(name, fn):
+        def run(*args, **kwargs):
+            before = calls["compiled"]
+            out = fn(*args, **kwargs)
+            phases[name] = calls["compiled"] - before
+            return out
+        return run
+
+    monkeypatch.setattr(bench, "run_engine", counting("engine", bench.run_engine))
+    monkeypatch.setattr(bench, "run_baselines", counting("baselines", bench.run_baselines))
+    path = tmp_path / "figures.json"
+    code, out, err = run_cli(["bench", *source, *SMALL, "--compile", "--json", str(path)])
+    assert code == 0, err
+    assert phases["engine"] > 0 and phases["baselines"] == 0
+    figures = json.loads(path.read_text())
+    assert figures["config"]["compile"] is True and figures["outputs_agree_with_generate"] == 1.0
