@@ -33,7 +33,7 @@ def bad(tmp_path_factory):
 
 def run_bad(bad, out, model: str, *extra: str) -> int:
     return main(["run", "--model", model, "--tasks", bad.name, "--tasks-dir", str(bad.tasks_dir), "-o", str(out),
-                 "--no-progress", "--batch-size", "4", *extra])
+                 "--no-progress", "--batch-size", "4", "--device", "cpu", "--dtype", "fp32", *extra])
 
 
 def errors_column(printed: str, task: str) -> int:

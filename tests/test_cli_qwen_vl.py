@@ -16,7 +16,7 @@ from evalkit.registry import Registry
 def test_run_qwen_vl_fixture_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["run", "--model", f"qwen-vl:{TINY_CKPT}", "--tasks", "vqav2_mini", "-o", str(out),
-               "--batch-size", "4", "--no-progress"])
+               "--batch-size", "4", "--no-progress", "--device", "cpu", "--dtype", "fp32"])  # pinned: the GPU default is bf16
     assert rc == 0
     printed = capsys.readouterr().out
     assert "vqav2_mini" in printed and "vqa_accuracy" in printed

@@ -9,6 +9,7 @@ image moved to another sample shows the scores come from the pixels, not from th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -46,7 +47,10 @@ def _value(run: dict, task: str, metric: str) -> float:
 def default_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict, Path, float]:
     cwd = tmp_path_factory.mktemp("fresh")
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "evalkit"], cwd=cwd, capture_output=True, text=True, timeout=600)
+    # the CPU default (fp32), which the committed baseline holds, on a GPU machine too
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-m", "evalkit"], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env=env)
     seconds = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr
     out = next((cwd / "runs").iterdir())
@@ -87,7 +91,7 @@ class ShuffledImages(Runner):
 
 def test_scores_fall_with_shuffled_images(default_run, tmp_path):
     """Another sample's image: every score falls at least half way from the real one to chance."""
-    model = load_model("demo")
+    model = load_model("demo", device="cpu", dtype="fp32")
     specs = Registry().select("demo")
     shuffled = ShuffledImages(model, RunSettings(output=tmp_path / "shuffled", model_spec="demo",
                                                  progress=False)).run(specs)

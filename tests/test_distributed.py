@@ -40,7 +40,7 @@ def test_two_ranks_equal_one_process(single, tmp_path):
 def test_two_ranks_qwen_vl_with_bad_samples(tmp_path):
     task = make_bad_task(tmp_path / "data")
     argv = ["run", "--model", f"qwen-vl:{TINY_CKPT}", "--tasks", task.name, "--tasks-dir", str(task.tasks_dir),
-            "--no-progress", "--batch-size", "3"]
+            "--no-progress", "--batch-size", "3", "--device", "cpu", "--dtype", "fp32"]
     cli_runs.ok([*argv, "-o", str(tmp_path / "one")], tmp_path)
     cli_runs.ok([*argv, "-o", str(tmp_path / "two")], tmp_path, ranks=2)
     cli_runs.assert_same_results(tmp_path / "two", tmp_path / "one")

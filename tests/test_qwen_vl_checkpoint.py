@@ -194,3 +194,52 @@ def test_half_precision_runs(tiny_ckpt, tiny_dir, expected, dtype, monkeypatch):
     records = {r["id"]: r for r in expected["records"]}
     assert out[0, -2].item() == records["caption_eval"]["greedy"]["new_ids"][0]
     assert out[1, -2].item() == records["text_only"]["greedy"]["new_ids"][0]
+
+
+def test_checkpoint_loads_straight_onto_the_device(tiny_ckpt, monkeypatch):
+    """No full copy in host memory first (19 GB per rank for the real model): from_pretrained places
+    each tensor on the target device, and the model is never moved as a whole afterwards."""
+    seen: dict = {}
+    real = QwenVLForCausalLM.from_pretrained.__func__
+
+    def spy(cls, path, *args, **kwargs):
+        seen.update(kwargs)
+        return real(cls, path, *args, **kwargs)
+
+    moved: list[str] = []
+    real_to = torch.nn.Module.to
+
+    def to(self, *args, **kwargs):
+        moved.append(type(self).__name__)
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(QwenVLForCausalLM, "from_pretrained", classmethod(spy))
+    monkeypatch.setattr(torch.nn.Module, "to", to)
+    model = QwenVLModel.from_spec(str(tiny_ckpt), dtype="fp32", device="cpu")
+    assert seen["device_map"] == torch.device("cpu") and seen["dtype"] == torch.float32
+    assert "QwenVLForCausalLM" not in moved and model.device == torch.device("cpu")
+
+
+class _OneParam(torch.nn.Module):
+    """A module whose parameter claims a dtype and device (no GPU needed to build it)."""
+
+    def __init__(self, dtype: torch.dtype, device: str):
+        super().__init__()
+        self.claim = type("P", (), {"dtype": dtype, "device": torch.device(device)})()
+
+    def parameters(self, recurse: bool = True):
+        yield self.claim
+
+
+@pytest.mark.parametrize("dtype, device, tf32_after", [
+    (torch.float32, "cuda", False),  # fp32 on a GPU: TF32 off, matmuls and the ViT's patch convolution
+    (torch.bfloat16, "cuda", True),
+    (torch.float32, "cpu", True),
+])
+def test_fp32_on_a_gpu_turns_tf32_off(monkeypatch, dtype, device, tf32_after):
+    from evalkit.models.qwen_vl.harness import exact_fp32
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    exact_fp32(_OneParam(dtype, device))
+    assert torch.backends.cuda.matmul.allow_tf32 is tf32_after and torch.backends.cudnn.allow_tf32 is tf32_after
