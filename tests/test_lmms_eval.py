@@ -96,20 +96,23 @@ def write_tasks(root: Path) -> Path:
     return tasks
 
 
-@pytest.fixture(scope="module")
-def cli_run(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("lmms")
+def run_lmms_eval(root: Path, ranks: int = 1) -> dict:
+    """lmms-eval's CLI on the fixture tasks, as one process or under torchrun (gloo, on the CPU)."""
     tasks = write_tasks(root)
     out = root / "out"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")},
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "HF_DATASETS_CACHE": str(root / "hf-cache"),
         "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
     }
+    launcher = [sys.executable]
+    if ranks > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
     cmd = [
-        sys.executable, "-m", "lmms_eval", "eval",
+        *launcher, "-m", "lmms_eval", "eval",
         "--model", "evalkit_qwen_vl",
         "--model_args", f"pretrained={TINY_CKPT},dtype=fp32",
         "--tasks", "evalkit_fixture_vqa,evalkit_fixture_choice",
@@ -132,7 +135,13 @@ def cli_run(tmp_path_factory) -> dict:
         "results": json.loads(results[0].read_text()),
         "vqa": samples("evalkit_fixture_vqa"),
         "choice": samples("evalkit_fixture_choice"),
+        "log": proc.stdout + proc.stderr,
     }
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> dict:
+    return run_lmms_eval(tmp_path_factory.mktemp("lmms"))
 
 
 def test_cli_generation_is_evalkits_engine(cli_run, reference):
@@ -166,6 +175,19 @@ def test_cli_multiple_choice_is_scored_by_evalkits_loglikelihood(cli_run, refere
     picks = [max(range(len(CHOICES)), key=lambda k: s[k].mean_logprob) for s in expected]
     accuracy = sum(CHOICES[p] == a for p, a in zip(picks, COLORS)) / len(COLORS)
     assert cli_run["results"]["results"]["evalkit_fixture_choice"]["acc,none"] == pytest.approx(accuracy)
+
+
+def test_two_processes_shard_the_documents_and_give_the_same_results(cli_run, tmp_path):
+    """Under torchrun (gloo, CPU) each process joins as its own rank, as lmms-eval's models do, so
+    lmms-eval gives it every second document; the gathered samples and scores are the one-process ones."""
+    two = run_lmms_eval(tmp_path, ranks=2)
+    for rank in (0, 1):
+        assert f"evalkit_qwen_vl: rank {rank} of 2" in two["log"]
+    for task in ("vqa", "choice"):
+        assert [r["doc_id"] for r in two[task]] == [r["doc_id"] for r in cli_run[task]]  # each once
+        assert [r["filtered_resps"] for r in two[task]] == [r["filtered_resps"] for r in cli_run[task]]
+    assert two["results"]["results"] == cli_run["results"]["results"]
+    assert two["results"]["n-samples"] == cli_run["results"]["n-samples"]
 
 
 # -- the plugin class on hand-built Instances ---------------------------------------------------

@@ -58,6 +58,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from evalkit.chat import STOP_MARKERS, conversation, image_lines
+from evalkit.distributed import Dist
 from evalkit.models.qwen_vl.harness import QwenVLModel
 from evalkit.task import ImageError, ImageRef, Request
 
@@ -198,6 +199,7 @@ class EvalkitQwenVL(lmms):
         chunk_size: int = 256,
     ) -> None:
         super().__init__()
+        self._join_processes(device)
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(
                 f"{MODEL_NAME}: prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {prompt_style!r}"
@@ -207,7 +209,7 @@ class EvalkitQwenVL(lmms):
         self.model = QwenVLModel.from_spec(
             str(pretrained),
             dtype=dtype,
-            device=device or default_device(),
+            device=device or Dist.from_env().device(),  # this rank's GPU under torchrun/accelerate
             batch_size=parse_batch_size(batch_size),
             prompt_style=prompt_style,
             engine=engine,
@@ -222,6 +224,23 @@ class EvalkitQwenVL(lmms):
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    def _join_processes(self, device: str | None) -> None:
+        """Under `accelerate launch` or torchrun, take this process's rank and the world size, as
+        lmms-eval's own models do: lmms-eval gives each rank every world_size-th document by
+        `rank`/`world_size` (left at rank 0 of 1, every process would evaluate every document on
+        the evaluators before 0.7.3, which read only these). The process group is the one the
+        launcher's accelerate state made, or else evalkit's (nccl only where each local rank has
+        its own GPU, gloo otherwise)."""
+        import torch.distributed as torch_dist
+
+        dist = Dist.from_env()
+        if not dist.enabled:
+            return
+        dist.init(device=device)  # a no-op when lmms-eval's accelerate state has joined already
+        self._rank = torch_dist.get_rank()
+        self._world_size = torch_dist.get_world_size()
+        logger.info(f"{MODEL_NAME}: rank {self._rank} of {self._world_size}")
 
     # -- lmms-eval's three calls -------------------------------------------------------------
     def generate_until(self, requests: list[Instance]) -> list[str]:
@@ -404,10 +423,3 @@ class EvalkitQwenVL(lmms):
             d.outputs = list(outputs)
         d.visuals, d.context, d.info, d.done = visuals, context, info, bool(terminal)
         return d
-
-
-def default_device() -> str | None:
-    """This process's GPU under torchrun/accelerate (LOCAL_RANK), else evalkit's default."""
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return None
