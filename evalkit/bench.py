@@ -58,7 +58,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baseline", action="store_true", help="measure the engine only")
     p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default cuda if available)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the vision tower and MLPs")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the vision tower and MLPs for the engine (the generate() baselines run uncompiled)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and workload")
     p.add_argument("--dry-run", action="store_true",
                    help="build the model on the meta device (no memory, nothing run) and print its size: "
