@@ -309,6 +309,9 @@ class QwenVLEngine:
     def _compiled(self) -> Iterator[None]:
         """With `compile`, the blocks run their compiled MLPs during the engine's own calls only:
         anything else driving the same model (generate(), the bench baselines) runs it as loaded."""
+        if not self._compiled_mlps:
+            yield
+            return
         blocks = self.model.transformer.h
         originals = [block.mlp for block in blocks]
         try:
@@ -389,8 +392,8 @@ class QwenVLEngine:
             except Exception as exc:
                 if not is_out_of_memory(exc) or len(chunk) == 1:
                     raise
-                outputs = None
-            if outputs is None:  # out of memory; the traceback and the batch's tensors are gone now
+                outputs = None  # handled below: once this handler and its traceback are gone
+            if outputs is None:  # out of memory; the failed batch's tensors are unreachable now
                 size = self._backoff[task] = max(len(chunk) // 2, 1)
                 self.stats.__dict__.update(work)
                 self.stats.oom_backoffs += 1
