@@ -113,6 +113,8 @@ def _load(args: argparse.Namespace, batch_size: int | str):
     vocab = next((c for c in candidates if c.is_file()), None)
     if vocab is None:
         raise ModelError(f"no tokenizer file: tried {', '.join(map(str, candidates))}; pass --tokenizer")
+    tokenizer = QwenTokenizer(vocab)
+    check_tokenizer(config, tokenizer, config_file, vocab)  # before building the weights
     torch.manual_seed(args.seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype if dtype.is_floating_point else torch.float32)
@@ -122,9 +124,25 @@ def _load(args: argparse.Namespace, batch_size: int | str):
     finally:
         torch.set_default_dtype(previous)
     net = net.to(device=device, dtype=dtype).eval()
-    processor = QwenVLProcessor(QwenTokenizer(vocab), image_size=config.visual["image_size"])
+    processor = QwenVLProcessor(tokenizer, image_size=config.visual["image_size"])
     model = QwenVLModel(net, processor, str(config_file.parent), batch_size, engine_config=engine_config)
     return model, {"config": str(config_file), "weights": "random"}
+
+
+def check_tokenizer(config: Any, tokenizer: Any, config_file: Path, vocab: Path) -> None:
+    """A tokenizer of another model puts its `<img>` at an id the model does not treat as one (and may
+    have more tokens than the model has embeddings): one line naming both files, not a shape error later."""
+    from evalkit.models.base import ModelError
+
+    problems = []
+    if tokenizer.img_start_id != config.visual["image_start_id"]:
+        problems.append(f"its <img> is token {tokenizer.img_start_id}, the config's image_start_id is "
+                        f"{config.visual['image_start_id']}")
+    if len(tokenizer) > config.vocab_size:
+        problems.append(f"it has {len(tokenizer)} tokens, the config's vocab_size is {config.vocab_size}")
+    if problems:
+        raise ModelError(f"tokenizer {vocab} does not match {config_file}: {'; '.join(problems)}; "
+                         "pass the qwen.tiktoken of that model with --tokenizer")
 
 
 # -- the workload ------------------------------------------------------------------------------

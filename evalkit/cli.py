@@ -34,6 +34,53 @@ def command(name: str):
     return wrap
 
 
+class Parser(argparse.ArgumentParser):
+    """No prefix matching (`--shot 2` is not `--shots 2`), and a bad flag is one line, not a usage block."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+DTYPE_NAMES = ("fp32", "bf16", "fp16", "float32", "bfloat16", "float16")
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value} (leave it out to use every sample)")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _dtype(text: str) -> str:
+    if text not in DTYPE_NAMES:
+        raise argparse.ArgumentTypeError(f"invalid dtype {text!r}; use fp32, bf16 or fp16")
+    return text
+
+
+def _device(text: str) -> str:
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"invalid device {text!r}; use cpu, cuda, cuda:N or mps")
+    return text
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
@@ -69,15 +116,19 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", default=None,
                    help="run folder; re-running with the same folder resumes (default: runs/<model>)")
     p.add_argument("--shots", type=_int_list, default=[0], help="few-shot counts, e.g. 0,4 (default 0)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of each task")
+    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N samples of each task")
     p.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling and bootstrap CIs (default 0)")
     p.add_argument("--batch-size", type=_batch_size, default=8, help="requests per model call, or 'auto' (default 8)")
-    p.add_argument("--dtype", default=None, help="model dtype: fp32 | bf16 | fp16 (default: fp32 on CPU, bf16 on GPU)")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    p.add_argument("--dtype", type=_dtype, default=None,
+                   help="model dtype: fp32 | bf16 | fp16 (default: fp32 on CPU, bf16 on GPU)")
+    p.add_argument("--device", type=_device, default=None, help="cpu | cuda | cuda:N | mps (default: cuda if available)")
     p.add_argument("--prompt-style", choices=["base", "chat"], default=None, help="override the model's prompt style")
     p.add_argument("--data-dir", default=None, help="directory with local copies of datasets")
-    p.add_argument("--max-errors", type=int, default=None, help="fail a task once more samples than this fail")
+    p.add_argument("--max-errors", type=_non_negative_int, default=None,
+                   help="fail a task once more samples than this fail")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the libraries' own output (weight loading, dataset preparation, the PTB tokenizer)")
     _add_tasks_dir(p)
 
 
@@ -106,49 +157,115 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, dist: Dist) -> int:
-    from evalkit.models import load_model
+    """The cheap checks come first (output folder writable, device present, tasks known, model files
+    there, data loadable), so that a mistake costs a second and not a model load."""
+    from evalkit import quiet
+    from evalkit.models import lazy_model
     from evalkit.registry import Registry
-    from evalkit.results import metrics_table
+    from evalkit.results import check_writable, metrics_table, result_key
     from evalkit.runner import Runner, RunSettings
 
     default = args.model is None and args.tasks is None
     model_spec = args.model or DEFAULT_MODEL
-    specs = Registry(extra_dirs=args.tasks_dir).select(args.tasks or DEFAULT_TASKS)
-    model_spec_resolved = model_spec.replace("{evalkit}", str(Path(__file__).resolve().parent))
     output = Path(args.output) if args.output else Path("runs") / _slug(model_spec)
+    check_writable(output, "--output")
     # under torchrun, "cuda" (or no --device) means this rank's GPU
     device = (dist.device() or args.device) if args.device in (None, "cuda") else args.device
+    check_device(device)
+    specs = Registry(extra_dirs=args.tasks_dir).select(args.tasks or DEFAULT_TASKS)
+    quiet.configure(args.verbose)
+    model_spec_resolved = model_spec.replace("{evalkit}", str(Path(__file__).resolve().parent))
     options = {"batch_size": args.batch_size, "dtype": args.dtype, "device": device}
-    model = load_model(model_spec_resolved, **{k: v for k, v in options.items() if v is not None})
+    model = lazy_model(model_spec_resolved, **{k: v for k, v in options.items() if v is not None})
     settings = RunSettings(
         output=output, shots=args.shots, limit=args.limit, seed=args.seed,
         batch_size=args.batch_size if isinstance(args.batch_size, int) else 64,
         prompt_style=args.prompt_style, data_dir=args.data_dir, max_errors=args.max_errors,
         model_spec=model_spec, progress=not args.no_progress and sys.stderr.isatty(),
     )
-    if default and dist.is_main:
-        print(f"evalkit: no --model/--tasks given: running the embedded default ({model_spec} on {DEFAULT_TASKS})")
+    if dist.is_main:
+        if default:
+            print(f"evalkit: no --model/--tasks given: running the embedded default ({model_spec} on {DEFAULT_TASKS})")
+        _warn_demo_model(model_spec, specs)
     data = Runner(model, settings, dist).run(specs)
     if data is None:  # not rank 0
         return 0
-    print(metrics_table(data))
-    _print_notes(data)
+    mine = {result_key(s.name, k) for s in specs for k in args.shots}
+    shown = {**data, "tasks": {k: v for k, v in data["tasks"].items() if k in mine}}
+    print(metrics_table(shown))
+    _print_notes(shown)
+    earlier = [k for k in data["tasks"] if k not in mine]
+    if earlier:
+        print(f"\n{output / 'run.json'} also holds {len(earlier)} earlier result(s): {', '.join(earlier)}")
     print(f"\nresults: {output / 'run.json'}")
     return 0
 
 
+def check_device(device: str | None) -> None:
+    """`--device cuda` on a machine (or a torch build) without CUDA: one line, before any model load."""
+    from evalkit.models.base import ModelError
+
+    if device is None or device == "cpu":
+        return
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ModelError("--device mps: this machine (or this torch build) has no MPS; use --device cpu")
+        return
+    if not torch.cuda.is_available():
+        why = (f"this torch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
+               else "no CUDA GPU is visible")
+        raise ModelError(f"--device {device}: {why}; use --device cpu (or leave --device out)")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ModelError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+
+def _warn_demo_model(model_spec: str, specs: list) -> None:
+    """The demo model knows only the synthetic demo suite; on a real benchmark its scores mean nothing."""
+    if model_spec.partition(":")[0] != "demo":
+        return
+    other = [s.name for s in specs if "demo" not in s.groups]
+    if other:
+        print(f"evalkit: warning: the demo model (a tiny model trained on the synthetic demo suite) is run on "
+              f"{', '.join(other[:4])}{' ...' if len(other) > 4 else ''}: its scores there mean nothing; "
+              "pass --model qwen-vl:PATH for a real model", file=sys.stderr)
+
+
 def _print_notes(data: dict) -> None:
-    """What a reader of the table must know: metric caveats (e.g. CIDEr on a subset) and where
-    private-answer splits are scored."""
+    """What a reader of the table must know: failed samples, metric caveats that apply (CIDEr on a
+    subset) and where private-answer splits are scored."""
     for key, t in data["tasks"].items():
+        if t.get("n_errors"):
+            print(f"warning ({key}): {_errors_line(t)}")
         info = t.get("info", {})
         notes = list(info.get("notes", []))
         notes += [v["note"] for v in info.values() if isinstance(v, dict) and v.get("note")]
+        if t.get("subset"):
+            notes += [v["subset_note"] for v in info.values() if isinstance(v, dict) and v.get("subset_note")]
         for note in dict.fromkeys(notes):
             print(f"note ({key}): {note}")
         if t.get("submission"):
             where = t.get("upload_to", "the evaluation server")
             print(f"note ({key}): answers are private; upload {t['submission']} to {where}")
+
+
+ERROR_KINDS = {
+    "MissingPrediction": "had no prediction in the replayed file",
+    "ContextOverflow": "did not fit the model's context",
+    "ImageError": "had an image that could not be read",
+}
+
+
+def _errors_line(entry: dict) -> str:
+    n, total = entry.get("n_errors", 0), entry.get("n_samples", 0)
+    kinds = entry.get("error_kinds") or {}
+    parts = [f"{c} {ERROR_KINDS.get(k, f'failed ({k})')}" for k, c in kinds.items()]
+    detail = f" ({'; '.join(parts)})" if parts else ""
+    return (f"{n} of {total} samples failed{detail}; they count as wrong in the scores "
+            "(samples/*.jsonl says why per sample; --max-errors N stops a run after N failures)")
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -220,15 +337,27 @@ def _handlers() -> dict[str, Callable[[argparse.Namespace], int]]:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     handlers = _handlers()
-    parser = argparse.ArgumentParser(prog="evalkit", description="Evaluate vision-language models (Qwen-VL paper suite).")
+    parser = Parser(prog="evalkit", description="Evaluate vision-language models (Qwen-VL paper suite).")
     parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
     for name, add in _COMMANDS.items():
         doc = (handlers[name].__doc__ or "").strip().splitlines()
         p = sub.add_parser(name, help=doc[0] if doc else None, description=handlers[name].__doc__)
         add(p)
+    parser.set_defaults(subparsers=sub.choices)
     return parser, handlers
+
+
+def _unknown_flags(parser: argparse.ArgumentParser, extra: list[str]) -> None:
+    """`evalkit run --shot 2`: one line from `evalkit run` naming the flag it does have."""
+    import difflib
+
+    known = [o for action in parser._actions for o in action.option_strings]
+    flag = next((a.split("=", 1)[0] for a in extra if a.startswith("-")), "")
+    close = difflib.get_close_matches(flag, known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,11 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not [a for a in argv if a != "--debug"]:
         argv.append("run")  # bare `evalkit`: the embedded default run
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unknown_flags(args.subparsers.get(args.command, parser) if args.command else parser, extra)
     if args.command is None:
         parser.print_help()
         return 2
     try:
+        _check_output_folders(args)
         return handlers[args.command](args)
     except Exception as exc:
         if args.debug or not _is_user_error(exc):
@@ -250,6 +382,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("evalkit: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_output_folders(args: argparse.Namespace) -> None:
+    """Commands that write a file check first that they can (run checks its folder itself)."""
+    from evalkit.results import check_writable
+
+    if args.command == "report":
+        run = Path(args.run)
+        if args.output:
+            check_writable(Path(args.output).parent, "--output", args.output)
+        else:
+            check_writable(run if run.is_dir() else run.parent, "report (default: RUN/report.html)")
+    elif args.command == "compare" and args.output:
+        check_writable(Path(args.output).parent, "--output", args.output)
+    elif args.command == "bench" and getattr(args, "json", None):
+        check_writable(Path(args.json).parent, "--json", args.json)
 
 
 def _is_user_error(exc: Exception) -> bool:
@@ -263,7 +411,7 @@ def _is_user_error(exc: Exception) -> bool:
     from evalkit.runner import Interrupted, TooManyErrors
 
     return isinstance(exc, DatasetError | ModelError | PromptError | SpecError | UnknownTaskError | RunError
-                      | Interrupted | TooManyErrors | DistributedError | FileNotFoundError
+                      | Interrupted | TooManyErrors | DistributedError | FileNotFoundError | PermissionError
                       | MetricInputError)
 
 

@@ -28,7 +28,7 @@ from markupsafe import Markup
 
 from evalkit.compare import family_of, open_run, select_keys, to_points
 from evalkit.results import Run, RunError, atomic_write_text
-from evalkit.task import ImageError, Prediction, Sample
+from evalkit.task import ImageError, Prediction, Sample, TaskSpec
 
 THUMB_SIDE = 360  # px, longest side of an embedded thumbnail
 
@@ -113,6 +113,7 @@ class SampleSource:
         self.tasks_dir = tasks_dir
         self._registry: Any = None
         self._cache: dict[str, tuple[dict[str, Sample], str | None]] = {}
+        self.specs: dict[str, TaskSpec] = {}
 
     def get(self, entry: dict[str, Any]) -> tuple[dict[str, Sample], str | None]:
         task = entry.get("task", "")
@@ -129,6 +130,7 @@ class SampleSource:
             if self._registry is None:
                 self._registry = Registry(extra_dirs=self.tasks_dir)
             spec = self._registry.get(task)
+            self.specs[task] = spec
             samples = load_samples(spec, self.data_dir)
         except Exception as exc:
             return {}, f"images not shown: the data of {task} is not available here ({exc})"
@@ -175,8 +177,16 @@ def gt_box(references: Any) -> list[float] | None:
     return None
 
 
-def is_grounding(entry: dict[str, Any], preds: list[Prediction]) -> bool:
-    return "grounding" in (entry.get("groups") or []) or any("<box>" in (p.output or "") for p in preds[:50])
+GROUNDING_METRICS = {"grounding_accuracy"}
+
+
+def is_grounding(entry: dict[str, Any], spec: TaskSpec | None = None) -> bool:
+    """A task is grounding when it is scored by a grounding metric (in its result or its spec), whatever
+    its groups and whether or not its outputs echo `<box>` (a prompt ending in `<box>` makes them not)."""
+    names = {entry.get("primary_metric"), *(entry.get("metrics") or {})}
+    if spec is not None:
+        names |= {m.name for m in spec.metrics}
+    return bool(names & GROUNDING_METRICS)
 
 
 def predicted_box(output: str, width: int, height: int, parser: str = "qwen") -> list[float] | None:
@@ -197,14 +207,28 @@ def references_text(references: Any) -> str:
     return json.dumps(references, ensure_ascii=False)
 
 
-def question_text(pred: Prediction, sample: Sample | None) -> str:
-    if sample is not None and sample.fields:
-        return "\n".join(f"{k}: {v}" for k, v in sample.fields.items() if isinstance(v, str | int | float))
+def prompt_fields(spec: TaskSpec | None, style: str) -> set[str] | None:
+    """The sample fields the task's prompt shows the model (None when the spec is unknown)."""
+    import string
+
+    if spec is None:
+        return None
+    template = spec.prompts.get(style) or next(iter(spec.prompts.values()), "")
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name and name != "image"}
+
+
+def question_text(pred: Prediction, sample: Sample | None, shown: set[str] | None = None) -> str:
+    """The model's input: the fields its prompt uses (never the answer fields a spec may also carry,
+    e.g. the few-shot answer text), or the prompt itself without image spans."""
+    if sample is not None and sample.fields and shown is not None:
+        return "\n".join(f"{k}: {v}" for k, v in sample.fields.items()
+                         if k in shown and isinstance(v, str | int | float))
     return re.sub(r"<img>.*?</img>|<image>", "", pred.prompt or "").strip()
 
 
-def sample_view(pred: Prediction, metric: str, sample: Sample | None, grounding: bool, parser: str = "qwen") -> SampleView:
-    view = SampleView(pred.sample_id, pred.scores.get(metric), question_text(pred, sample), pred.output,
+def sample_view(pred: Prediction, metric: str, sample: Sample | None, grounding: bool, parser: str = "qwen",
+                shown: set[str] | None = None) -> SampleView:
+    view = SampleView(pred.sample_id, pred.scores.get(metric), question_text(pred, sample, shown), pred.output,
                       references_text(pred.references), pred.error)
     thumb = thumbnail(sample) if sample is not None else None
     if thumb is not None:
@@ -233,8 +257,10 @@ def task_view(run: Run, key: str, source: SampleSource, n: int, seed: int) -> Ta
     except RunError as exc:  # a bare run.json: the table is all there is
         view.notes.append(f"no per-sample predictions ({exc})")
         return view
-    view.grounding = is_grounding(entry, preds)
     samples, note = source.get(entry)
+    spec = source.specs.get(entry.get("task", ""))
+    view.grounding = is_grounding(entry, spec)
+    shown = prompt_fields(spec, run.data.get("settings", {}).get("prompt_style") or "base")
     if note:
         view.notes.append(note)
     if view.grounding:
@@ -249,8 +275,8 @@ def task_view(run: Run, key: str, source: SampleSource, n: int, seed: int) -> Ta
     picked = [] if len(preds) <= n else sorted(random.Random(f"{seed}:{key}").sample(range(len(preds)), n))
     info = entry.get("info", {}).get(metric)
     parser = info.get("parser", "qwen") if isinstance(info, dict) else "qwen"
-    view.worst = [sample_view(p, metric, samples.get(p.sample_id), view.grounding, parser) for p in worst]
-    view.random = [sample_view(preds[i], metric, samples.get(preds[i].sample_id), view.grounding, parser)
+    view.worst = [sample_view(p, metric, samples.get(p.sample_id), view.grounding, parser, shown) for p in worst]
+    view.random = [sample_view(preds[i], metric, samples.get(preds[i].sample_id), view.grounding, parser, shown)
                    for i in picked]
     return view
 
@@ -357,8 +383,10 @@ def render(context: dict[str, Any]) -> str:
 
 
 def format_score(value: float | None) -> str:
-    """A per-sample score as short as it is exact: 1, 0, 0.6, 0.33."""
-    return "-" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
+    """A per-sample score in points, as the table and the task headers show scores (stored 0..1 x 100),
+    as short as it is exact: 100, 0, 60, 33.3."""
+    points = to_points(value)
+    return "-" if points is None else f"{points:.1f}".rstrip("0").rstrip(".")
 
 
 def write_report(run: Run, output: str | Path, **options: Any) -> Path:

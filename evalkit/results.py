@@ -30,6 +30,27 @@ class RunError(RuntimeError):
     """A run folder that is missing, corrupt, or belongs to a different model or settings."""
 
 
+def check_writable(folder: str | Path, flag: str = "--output", shown: str | Path | None = None) -> None:
+    """Fail at once, naming the path, when files cannot be written in `folder` (or where it would be
+    created), instead of after the work with a traceback about temp files. Nothing is left behind.
+    `shown` is the path the user gave (a file in `folder`), when that is not the folder itself."""
+    folder = Path(folder)
+    given = shown if shown is not None else folder
+    probe = folder.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunError(f"{flag} {given}: {probe} is a file, not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".evalkit-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        where = "there" if probe == Path(given).absolute() else f"in {probe}"
+        raise RunError(f"{flag} {given}: cannot write {where} ({exc.strerror or exc}); "
+                       "choose a writable location") from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write via a temp file in the same folder + fsync + rename: readers see old or new, never half."""
     path = Path(path)

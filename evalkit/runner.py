@@ -53,6 +53,20 @@ class RunSettings:
     progress: bool = True
 
 
+CONTEXT_ERROR = "ContextOverflow"
+
+
+def error_kinds(preds: list[Prediction]) -> dict[str, int]:
+    """Failed samples by kind (the exception name their error starts with, e.g. MissingPrediction)."""
+    kinds: dict[str, int] = {}
+    for p in preds:
+        if p.error:
+            head = p.error.split(":", 1)[0]
+            kind = head if head.isidentifier() else "other"
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items()))
+
+
 class Interrupted(RuntimeError):
     """Ctrl-C: the batch in flight finished and was saved; re-running resumes."""
 
@@ -105,35 +119,76 @@ class Runner:
         self.dist = dist or Dist()
 
     def run(self, specs: list[TaskSpec]) -> dict[str, Any] | None:
-        """Evaluate `specs`; the run data on rank 0 (None on the other ranks, which write no run files)."""
+        """Evaluate `specs`; the run data on rank 0 (None on the other ranks, which write no run files).
+
+        Every task's data (and few-shot pool) is loaded before the model is asked anything, so a
+        missing dataset costs seconds, not a model load; a model built by `lazy_model` is loaded only
+        if some sample is not cached. `run.json` keeps the results of earlier commands in the same
+        folder (other tasks, other shot counts) as long as their samples files are complete.
+        """
         started = time.time()
+        plans = [(spec, *self._plan(spec), self._shot_pool(spec) if any(self.settings.shots) else [])
+                 for spec in specs]
         identity = self.model.identity()
         self.dist.on_main(lambda: self._check_manifest(identity, specs))
+        previous = self.dist.on_main(self._previous_results)
         results: dict[str, Any] = {}
         with _stop_after_batch(escalate=not self.dist.enabled) as stop:
-            for spec in specs:
-                samples = self._plan(spec)
+            for spec, samples, subset, pool in plans:
                 for k in self.settings.shots:
-                    results[result_key(spec.name, k)] = self._run_task(spec, samples, k, stop)
+                    key = result_key(spec.name, k)
+                    entry = self._run_task(spec, samples, k, pool if k else [], stop, previous.get(key))
+                    results[key] = {**entry, "limit": self.settings.limit, "subset": subset}
         if not self.dist.is_main:
             return None
+        tasks = self._merge(previous, results)
         data = {
             "schema": SCHEMA,
             "evalkit_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "model": {**identity, "spec": self.settings.model_spec},
-            "settings": self._settings_record(specs),
+            "settings": self._settings_record(tasks),
             "versions": versions(),
-            "tasks": results,
+            "tasks": tasks,
             "timing": {"total_seconds": round(time.time() - started, 3), "world_size": self.dist.world_size},
         }
         atomic_write_json(self.out / "run.json", data)
         return data
 
+    def _previous_results(self) -> dict[str, Any]:
+        """The task results an earlier command left in this folder's run.json ({} when there is none)."""
+        from evalkit.results import load_run
+
+        if not (self.out / "run.json").exists():
+            return {}
+        try:
+            return dict(load_run(self.out).tasks)
+        except RunError as exc:
+            print(f"warning: {exc}; it is rewritten with this command's results only", file=sys.stderr)
+            return {}
+
+    def _merge(self, previous: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+        """Earlier results whose samples are still complete in the folder, then (or in place) this command's."""
+        merged = {}
+        for key, entry in previous.items():
+            if key in results:
+                merged[key] = results[key]
+            elif self._complete(key, entry):
+                merged[key] = entry
+        return {**merged, **{k: v for k, v in results.items() if k not in merged}}
+
+    def _complete(self, key: str, entry: dict[str, Any]) -> bool:
+        file = self.out / "samples" / f"{key}.jsonl"
+        if not isinstance(entry, dict) or not file.exists() or self._rank_files(key):
+            return False
+        return len(SampleCache(file).load()) == entry.get("n_samples")
+
     # ------------------------------------------------------------ planning
 
-    def _plan(self, spec: TaskSpec) -> list[Sample]:
+    def _plan(self, spec: TaskSpec) -> tuple[list[Sample], bool]:
+        """The task's samples (the first --limit of them) and whether that is a strict subset."""
         samples = load_samples(spec, self.settings.data_dir)
+        subset = self.settings.limit is not None and self.settings.limit < len(samples)
         if self.settings.limit is not None:
             samples = samples[: self.settings.limit]
         seen: dict[str, int] = {}
@@ -142,7 +197,7 @@ class Runner:
             seen[s.id] = n + 1
             if n:
                 s.id = f"{s.id}#{n}"
-        return samples
+        return samples, subset
 
     def _check_manifest(self, identity: dict[str, Any], specs: list[TaskSpec]) -> None:
         """A folder's cache is only valid for the same model, seed, prompt style and specs."""
@@ -170,11 +225,14 @@ class Runner:
             mine["tasks"] = {**old.get("tasks", {}), **mine["tasks"]}
         atomic_write_json(path, mine)
 
-    def _settings_record(self, specs: list[TaskSpec]) -> dict[str, Any]:
+    def _settings_record(self, tasks: dict[str, Any]) -> dict[str, Any]:
+        """This command's settings; `tasks` and `shots` cover every result in run.json (each result
+        records its own `limit`)."""
         s = asdict(self.settings)
         s["output"] = str(self.settings.output)
         s["prompt_style"] = self.style
-        s["tasks"] = [spec.name for spec in specs]
+        s["tasks"] = list(dict.fromkeys(t.get("task") for t in tasks.values()))
+        s["shots"] = sorted({int(t.get("shots", 0)) for t in tasks.values()})
         s.pop("progress")
         s.pop("batch_size")  # results must not depend on it; recorded under timing-free settings only
         return s
@@ -182,18 +240,30 @@ class Runner:
     # ------------------------------------------------------------ one task
 
     def _run_task(
-        self, spec: TaskSpec, samples: list[Sample], shots: int, stop: dict[str, bool]
+        self, spec: TaskSpec, samples: list[Sample], shots: int, pool: list[Sample], stop: dict[str, bool],
+        stored: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         key = result_key(spec.name, shots)
         done: dict[str, Prediction] = {}  # filled on rank 0 only
 
-        def pending() -> tuple[list[str], int]:
+        def pending() -> tuple[list[str], int, dict[str, Any] | None]:
             done.update(self._load_cached(key))
-            return [s.id for s in samples if s.id not in done], sum(1 for p in done.values() if p.error)
+            self._refuse_shrink(key, samples, done)
+            todo = [s.id for s in samples if s.id not in done]
+            if len(todo) < len(samples):
+                print(f"{key}: {len(samples) - len(todo)}/{len(samples)} samples cached"
+                      + (f", {len(todo)} to run" if todo else ""), file=sys.stderr)
+            reuse = stored if not todo and self._still_valid(spec, samples, stored, key) else None
+            return todo, sum(1 for p in done.values() if p.error), reuse
 
-        pending_ids, cached_errors = self.dist.on_main(pending)
+        pending_ids, cached_errors, reuse = self.dist.on_main(pending)
+        if reuse is not None:  # every sample cached and the stored scores are of these samples: nothing to redo
+            entry = {k: v for k, v in reuse.items() if k not in ("limit", "subset")}
+            metrics = entry.get("metrics", {})  # run.json's keys are sorted: the primary metric first again
+            primary = entry.get("primary_metric")
+            entry["metrics"] = {**({primary: metrics[primary]} if primary in metrics else {}), **metrics}
+            return entry
         pending_set = set(pending_ids)
-        pool = self._shot_pool(spec) if shots else []
         started = time.time()
         bar = tqdm(total=len(samples), initial=len(samples) - len(pending_set), desc=key, unit="sample",
                    disable=not self.settings.progress or not self.dist.is_main, leave=False)
@@ -203,6 +273,24 @@ class Runner:
             bar.close()
         gathered = self.dist.gather(new)
         return self.dist.on_main(lambda: self._finish_task(spec, samples, shots, done, gathered or [], started))
+
+    def _refuse_shrink(self, key: str, samples: list[Sample], done: dict[str, Prediction]) -> None:
+        """A result is only ever extended: a command that would drop cached samples of it is refused."""
+        extra = done.keys() - {s.id for s in samples}
+        if not extra:
+            return
+        asked = f"--limit {self.settings.limit}" if self.settings.limit is not None else "this command"
+        raise RunError(f"{self.out}: {key} already has {len(done)} samples, {len(extra)} of them outside the "
+                       f"{len(samples)} that {asked} asks for, and rewriting its result would drop them; "
+                       "run with the earlier --limit (or none), or use another --output folder")
+
+    def _still_valid(self, spec: TaskSpec, samples: list[Sample], stored: dict[str, Any] | None, key: str) -> bool:
+        """Whether run.json's entry scored exactly these samples with this spec and prompt."""
+        return (isinstance(stored, dict) and not self._rank_files(key)
+                and stored.get("n_samples") == len(samples)
+                and stored.get("spec_hash") == spec.spec_hash()
+                and stored.get("prompt_hash") == spec.prompt_hash(self.style)
+                and stored.get("dataset_fingerprint") == fingerprint(samples))
 
     def _run_shard(
         self, spec: TaskSpec, pending: list[Sample], shots: int, pool: list[Sample], stop: dict[str, bool],
@@ -258,7 +346,11 @@ class Runner:
         preds = [done[s.id] for s in samples]
         for p in preds:
             p.scores = {}
-        extra: dict[str, Any] = {}
+        kinds = error_kinds(preds)
+        if preds and kinds.get(CONTEXT_ERROR) == len(preds):
+            first = preds[0].error.split(": ", 1)[-1] if preds[0].error else ""
+            raise RunError(f"{key}: no prompt fits the model's context ({first}); nothing was scored")
+        extra: dict[str, Any] = {"error_kinds": kinds} if kinds else {}
         if spec.submission:  # private answers: write the server's file instead of scoring
             from evalkit.submission import SERVERS, submission_suffix, write_submission
 
@@ -315,9 +407,17 @@ class Runner:
                 pred.error = str(exc)
                 continue
             pred.prompt = request.text()
+            problem = self._context_error(request)
+            if problem:  # never sent: the model would only see a truncated or extrapolated prompt
+                pred.error = f"{CONTEXT_ERROR}: {problem}" + ("; use fewer --shots" if shots else "")
+                continue
             ready.append((pred, request))
         self._call(spec, ready)
         return preds
+
+    def _context_error(self, request: Request) -> str | None:
+        check = getattr(self.model, "context_error", None)
+        return check(request) if check is not None else None
 
     def _call(self, spec: TaskSpec, ready: list[tuple[Prediction, Request]]) -> None:
         if not ready:

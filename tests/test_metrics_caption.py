@@ -124,7 +124,7 @@ def test_adapter_groups_by_image_and_notes_reference_dependence(demo):
     assert result.per_sample[-1] == result.per_sample[0]
     assert sum(s["CIDEr"] for s in result.per_sample[:6]) / 6 == pytest.approx(result.aggregate["CIDEr"])
     assert result.info["caption"]["duplicate_image_samples"] == 1
-    assert result.info["caption"]["note"] == REFERENCE_SET_NOTE
+    assert result.info["caption"]["subset_note"] == REFERENCE_SET_NOTE
 
 
 def test_bleu_intervals_are_the_official_bleu_of_each_resample(demo):

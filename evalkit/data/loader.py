@@ -113,15 +113,24 @@ def load_samples(spec: TaskSpec, data_dir: str | None = None, split: str | None 
             adapter = _hf_rows
         else:
             raise DatasetError(f"task {spec.name}: unknown dataset format {ds.format!r}; known: {sorted(_ADAPTERS)}")
+    from evalkit.data.offline import offline_message, offline_when_unreachable
+
+    hub_id = ds.format in _HUB_FORMATS and bool(ds.path) and not Path(str(ds.path)).exists()
     samples = []
-    for index, row in enumerate(adapter(ds)):
+    with offline_when_unreachable(hub_id) as offline:
         try:
-            sample = row_to_sample(row, spec.fields, index, ds.image_root)
-            sample.metadata["row"] = int(row.get(SOURCE_ROW, index))
-            samples.append(sample)
-        except (KeyError, ValueError, TypeError) as exc:
-            samples.append(Sample(id=str(row.get(spec.fields.get("id", ""), index)), images=[], fields={},
-                                  metadata={"index": index, "error": f"bad row: {exc}"}))
+            for index, row in enumerate(adapter(ds)):
+                try:
+                    sample = row_to_sample(row, spec.fields, index, ds.image_root)
+                    sample.metadata["row"] = int(row.get(SOURCE_ROW, index))
+                    samples.append(sample)
+                except (KeyError, ValueError, TypeError) as exc:
+                    samples.append(Sample(id=str(row.get(spec.fields.get("id", ""), index)), images=[], fields={},
+                                          metadata={"index": index, "error": f"bad row: {exc}"}))
+        except DatasetError as exc:
+            if offline:
+                raise DatasetError(offline_message(spec.name, str(ds.path), data_dir)) from exc
+            raise
     return samples
 
 
@@ -150,10 +159,12 @@ def _load_hf(ds: DatasetSpec):
         raise
     except Exception as exc:  # datasets raises many types; the user needs one clear message
         where = ds.path if ds.format == "hf" else ds.data_files or ds.path
+        from evalkit.data.offline import download_command
+
         hint = (
             f" (tried {' and '.join(hub_ids(ds.path))} under --data-dir and in the hub cache; offline? download "
-            f"it once with `huggingface-cli download --repo-type dataset {ds.path}` or point --data-dir at a "
-            "local copy)" if ds.format == "hf" and not Path(ds.path).exists() else ""
+            f"it once with `{download_command(str(ds.path))}` and pass --data-dir DATA_DIR)"
+            if ds.format == "hf" and not Path(ds.path).exists() else ""
         )
         raise DatasetError(f"cannot load dataset {where} split {ds.split!r}: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''}{hint}") from exc

@@ -19,5 +19,14 @@ class DemoModel:
     @classmethod
     def from_spec(cls, path: str = "", **options: Any) -> QwenVLModel:
         model = QwenVLModel.from_spec(path or str(MODEL_DIR), **options)
-        model.name = "demo" if not path else f"demo:{path}"
+        model.name = cls.name(path)
         return model
+
+    @classmethod
+    def spec_identity(cls, path: str = "", **options: Any) -> dict[str, Any]:
+        """`identity()` of the model `from_spec` builds, without loading it."""
+        return QwenVLModel.spec_identity(path or str(MODEL_DIR), name=cls.name(path), **options)
+
+    @staticmethod
+    def name(path: str) -> str:
+        return "demo" if not path else f"demo:{path}"

@@ -66,7 +66,10 @@ def tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, list[
     keyed = {key: [{"caption": str(c)} for c in caps] for key, caps in captions.items()}
     if not keyed:
         return {}
-    tokens = PTBTokenizer().tokenize(keyed)
+    from evalkit.quiet import child_stderr_quiet
+
+    with child_stderr_quiet():  # its java prints "PTBTokenizer tokenized N tokens" on every call
+        tokens = PTBTokenizer().tokenize(keyed)
     return {key: tokens.get(key, [""] * len(caps)) for key, caps in captions.items()}
 
 
@@ -232,7 +235,7 @@ def caption_metric(
             "images": len(preds),
             "duplicate_image_samples": len(keys) - len(preds),
             "metrics": list(metrics),
-            "note": REFERENCE_SET_NOTE,
+            "subset_note": REFERENCE_SET_NOTE,  # shown only when the run scored a subset
         }
     }
     return MetricResult(per_sample, result.aggregate, info, ci95=result.ci95)

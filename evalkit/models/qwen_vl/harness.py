@@ -41,6 +41,46 @@ ENGINES = ("fast", "hf")
 __all__ = ["QwenVLModel", "StopOnStrings", "cut_at_stop", "request_text"]
 
 
+def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
+    """The dtype a model loads in: the one asked for, else bf16 on a GPU that has it, else fp32."""
+    if dtype is None:
+        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    if dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ModelError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16")
+
+
+def check_checkpoint_dir(path: str) -> Path:
+    ckpt = Path(path)
+    if not (ckpt / "config.json").is_file():
+        raise ModelError(f"{ckpt}: not a checkpoint directory (no config.json)")
+    if not (ckpt / VOCAB_FILE).is_file():
+        raise ModelError(f"{ckpt / VOCAB_FILE}: tokenizer file is missing; copy it from the Qwen-VL release")
+    return ckpt
+
+
+def checkpoint_identity(path: str, name: str, dtype: torch.dtype) -> dict[str, Any]:
+    """Name, path and a weight fingerprint: sha256 over each weight file's name, size, first and last
+    MiB (cheap on multi-GB files; catches re-downloads and different checkpoints)."""
+    digest = hashlib.sha256()
+    for file in weight_files(path):
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}".encode())
+        with file.open("rb") as f:
+            digest.update(f.read(HASH_CHUNK))
+            f.seek(max(size - HASH_CHUNK, 0))
+            digest.update(f.read(HASH_CHUNK))
+    config = json.loads((Path(path) / "config.json").read_text())
+    return {
+        "name": name,
+        "path": str(Path(path).resolve()),
+        "weights_sha256": digest.hexdigest(),
+        "weights_hash_method": "sha256 of name, size, first and last MiB of each weight file",
+        "dtype": str(dtype).removeprefix("torch."),
+        "architecture": config.get("model_type", "qwen"),
+    }
+
+
 class StopOnStrings(StoppingCriteria):
     """Per-row stop once the decoded new text contains any stop string."""
 
@@ -113,51 +153,45 @@ class QwenVLModel:
         engine_config: the engine's settings (e.g. compile), its batch size set from batch_size."""
         if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
             raise ModelError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
-        ckpt = Path(path)
-        if not (ckpt / "config.json").is_file():
-            raise ModelError(f"{ckpt}: not a checkpoint directory (no config.json)")
-        if not (ckpt / VOCAB_FILE).is_file():
-            raise ModelError(
-                f"{ckpt / VOCAB_FILE}: tokenizer file is missing; copy it from the Qwen-VL release"
-            )
+        ckpt = check_checkpoint_dir(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype is None:
-            torch_dtype = (
-                torch.bfloat16
-                if device.startswith("cuda") and torch.cuda.is_bf16_supported()
-                else torch.float32
-            )
-        elif dtype in DTYPES:
-            torch_dtype = DTYPES[dtype]
-        else:
-            raise ModelError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16")
+        torch_dtype = resolve_dtype(dtype, device)
         # straight onto the device, tensor by tensor: no full copy in host memory first (19 GB per
         # rank for the real model, x8 under torchrun)
         model = QwenVLForCausalLM.from_pretrained(ckpt, dtype=torch_dtype, device_map=torch.device(device))
         processor = QwenVLProcessor.from_pretrained(ckpt)
         return cls(model, processor, str(ckpt), batch_size, prompt_style, engine=engine, engine_config=engine_config)
 
+    @classmethod
+    def spec_identity(cls, path: str, dtype: str | None = None, device: str | None = None,
+                      name: str | None = None, **_: Any) -> dict[str, Any]:
+        """What `identity()` of `from_spec(path, dtype, device)` will be, without loading the weights:
+        a run folder whose samples are all cached is checked and reported with no model load."""
+        ckpt = check_checkpoint_dir(path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return checkpoint_identity(str(ckpt), name or f"qwen-vl:{ckpt.name}", resolve_dtype(dtype, device))
+
+    @property
+    def context_length(self) -> int:
+        """Positions the language model takes (prompt and new tokens together)."""
+        return int(self.model.config.max_position_embeddings)
+
+    def context_error(self, request: Request) -> str | None:
+        """Why `request` cannot run in this model's context, or None when it fits."""
+        prompt = len(self.tokenizer.encode(request_text(request)))
+        if request.choices:
+            extra = max(len(self.tokenizer.encode(c)) for c in request.choices)
+        else:
+            extra = request.max_new_tokens
+        if prompt + extra <= self.context_length:
+            return None
+        return (f"the prompt is {prompt} tokens (+{extra} to generate), longer than the model's context of "
+                f"{self.context_length} tokens")
+
     def identity(self) -> dict[str, Any]:
-        """Name, path and a weight fingerprint: sha256 over each weight file's name, size, first
-        and last MiB (cheap on multi-GB files; catches re-downloads and different checkpoints)."""
+        """Name, path and a weight fingerprint (see `checkpoint_identity`)."""
         if self._identity is None:
-            digest = hashlib.sha256()
-            for file in weight_files(self.path):
-                size = file.stat().st_size
-                digest.update(f"{file.name}:{size}".encode())
-                with file.open("rb") as f:
-                    digest.update(f.read(HASH_CHUNK))
-                    f.seek(max(size - HASH_CHUNK, 0))
-                    digest.update(f.read(HASH_CHUNK))
-            config = json.loads((Path(self.path) / "config.json").read_text())
-            self._identity = {
-                "name": self.name,
-                "path": str(Path(self.path).resolve()),
-                "weights_sha256": digest.hexdigest(),
-                "weights_hash_method": "sha256 of name, size, first and last MiB of each weight file",
-                "dtype": str(self.model.dtype).removeprefix("torch."),
-                "architecture": config.get("model_type", "qwen"),
-            }
+            self._identity = checkpoint_identity(self.path, self.name, self.model.dtype)
         return self._identity
 
     @property
