@@ -412,6 +412,8 @@ class Runner:
                 pred.error = f"{CONTEXT_ERROR}: {problem}" + ("; use fewer --shots" if shots else "")
                 continue
             ready.append((pred, request))
+        if ready and hasattr(self.model, "load"):
+            self.model.load()  # a model that fails to load is the run's error, not every sample's
         self._call(spec, ready)
         return preds
 

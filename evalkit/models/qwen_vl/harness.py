@@ -168,6 +168,7 @@ class QwenVLModel:
         """What `identity()` of `from_spec(path, dtype, device)` will be, without loading the weights:
         a run folder whose samples are all cached is checked and reported with no model load."""
         ckpt = check_checkpoint_dir(path)
+        QwenVLForCausalLM.check_pretrained(ckpt)  # a bad checkpoint fails here, before any run file is written
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return checkpoint_identity(str(ckpt), name or f"qwen-vl:{ckpt.name}", resolve_dtype(dtype, device))
 

@@ -172,17 +172,22 @@ class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
         """transformers' loader, after checking a local checkpoint's keys and shapes (ModelError)."""
         path = Path(pretrained_model_name_or_path)
         if path.is_dir():
-            config = kwargs.get("config")
-            try:  # a malformed config.json fails deep inside transformers or torch: say which file it is
-                if not isinstance(config, QwenVLConfig):
-                    config = QwenVLConfig.from_pretrained(path)
-                expected = cls.expected_shapes(config)
-            except (OSError, TypeError, ValueError, ArithmeticError) as exc:
-                raise ModelError(f"{path / 'config.json'}: not a valid Qwen-VL config ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
-            tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
-            validate_checkpoint(path, expected, tied)
+            cls.check_pretrained(path, kwargs.get("config"))
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
+    def check_pretrained(cls, path: Path, config: QwenVLConfig | None = None) -> QwenVLConfig:
+        """A local checkpoint's config and its weights' keys and shapes checked without loading them (ModelError)."""
+        try:  # a malformed config.json fails deep inside transformers or torch: say which file it is
+            if not isinstance(config, QwenVLConfig):
+                config = QwenVLConfig.from_pretrained(path)
+            expected = cls.expected_shapes(config)
+        except (OSError, TypeError, ValueError, ArithmeticError) as exc:
+            raise ModelError(f"{path / 'config.json'}: not a valid Qwen-VL config ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+        validate_checkpoint(path, expected, tied)
+        return config
 
     def forward(
         self,
