@@ -405,6 +405,7 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random sample (default 0)")
     p.add_argument("--data-dir", default=None, help="where the datasets live, for thumbnails (default: the run's)")
     p.add_argument("--tasks-dir", action="append", default=[], metavar="DIR", help="an extra directory of task specs")
+    p.add_argument("--verbose", action="store_true", help="show the libraries' own output (datasets' preparation lines)")
     p.add_argument("--allow-download", action="store_true",
                    help="fetch hub datasets that are not cached, for thumbnails (default: local data only)")
 
@@ -414,7 +415,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.allow_download:  # a report reads what is local (data_dir or the hub cache); it never downloads
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from evalkit import quiet
+
     run = open_run(args.run)
+    quiet.configure(args.verbose)
     output = Path(args.output) if args.output else run.path / "report.html"
     write_report(run, output, n_samples=args.samples, seed=args.seed, data_dir=args.data_dir, tasks_dir=args.tasks_dir)
     print(f"report: {output}")

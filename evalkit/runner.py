@@ -117,6 +117,7 @@ class Runner:
         self.style = settings.prompt_style or getattr(model, "prompt_style", "base")
         self.out = Path(settings.output)
         self.dist = dist or Dist()
+        self._subsets: dict[str, bool] = {}
 
     def run(self, specs: list[TaskSpec]) -> dict[str, Any] | None:
         """Evaluate `specs`; the run data on rank 0 (None on the other ranks, which write no run files).
@@ -127,18 +128,18 @@ class Runner:
         folder (other tasks, other shot counts) as long as their samples files are complete.
         """
         started = time.time()
-        plans = [(spec, *self._plan(spec), self._shot_pool(spec) if any(self.settings.shots) else [])
+        plans = [(spec, self._plan(spec), self._shot_pool(spec) if any(self.settings.shots) else [])
                  for spec in specs]
         identity = self.model.identity()
         self.dist.on_main(lambda: self._check_manifest(identity, specs))
         previous = self.dist.on_main(self._previous_results)
         results: dict[str, Any] = {}
         with _stop_after_batch(escalate=not self.dist.enabled) as stop:
-            for spec, samples, subset, pool in plans:
+            for spec, samples, pool in plans:
                 for k in self.settings.shots:
                     key = result_key(spec.name, k)
                     entry = self._run_task(spec, samples, k, pool if k else [], stop, previous.get(key))
-                    results[key] = {**entry, "limit": self.settings.limit, "subset": subset}
+                    results[key] = {**entry, "limit": self.settings.limit, "subset": self._subsets.get(spec.name, False)}
         if not self.dist.is_main:
             return None
         tasks = self._merge(previous, results)
@@ -185,10 +186,10 @@ class Runner:
 
     # ------------------------------------------------------------ planning
 
-    def _plan(self, spec: TaskSpec) -> tuple[list[Sample], bool]:
-        """The task's samples (the first --limit of them) and whether that is a strict subset."""
+    def _plan(self, spec: TaskSpec) -> list[Sample]:
+        """The task's samples (the first --limit of them; whether that is a strict subset goes to `_subsets`)."""
         samples = load_samples(spec, self.settings.data_dir)
-        subset = self.settings.limit is not None and self.settings.limit < len(samples)
+        self._subsets[spec.name] = self.settings.limit is not None and self.settings.limit < len(samples)
         if self.settings.limit is not None:
             samples = samples[: self.settings.limit]
         seen: dict[str, int] = {}
@@ -197,7 +198,7 @@ class Runner:
             seen[s.id] = n + 1
             if n:
                 s.id = f"{s.id}#{n}"
-        return samples, subset
+        return samples
 
     def _check_manifest(self, identity: dict[str, Any], specs: list[TaskSpec]) -> None:
         """A folder's cache is only valid for the same model, seed, prompt style and specs."""

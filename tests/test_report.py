@@ -156,3 +156,61 @@ def test_page_renders_in_chromium(tmp_path):
     for colour in (GT, PRED):  # the boxes are drawn, not just present in the DOM
         rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
         assert counts.get(rgb, 0) > 300, f"too few {colour} pixels: boxes not visible"
+
+
+def demo_refcoco_run(tmp_path: Path) -> Path:
+    """`evalkit run` on demo_refcoco (a grounding task of the "demo" group whose outputs hold no `<box>`):
+    replayed predictions, the gold box for even samples and a wrong one for odd samples."""
+    from evalkit.data import load_samples
+
+    samples = load_samples(Registry().get("demo_refcoco"))[:4]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({"sample_id": s.id, "output": s.fields["box_answer"] if i % 2 == 0
+                                         else "(0,0),(100,100)</box>"}) + "\n" for i, s in enumerate(samples)))
+    out = tmp_path / "run"
+    assert main(["run", "--model", f"replay:{preds}", "--tasks", "demo_refcoco", "--limit", "4", "-o", str(out)]) == 0
+    return out
+
+
+def test_demo_refcoco_report_draws_both_boxes_in_one_space(tmp_path, capsys):
+    from evalkit.data import load_samples
+
+    run = demo_refcoco_run(tmp_path)
+    gold = {s.id: s for s in load_samples(Registry().get("demo_refcoco"))[:4]}
+    ctx = build_context(open_run(run), n_samples=4)
+    view = ctx["tasks"][0]
+    assert view.key == "demo_refcoco" and view.grounding  # from its metric, though not in the grounding group
+    for card in view.worst:
+        sample = gold[card.sample_id]
+        assert (card.width, card.height) == (sample.metadata["width"], sample.metadata["height"])
+        assert card.image is not None
+        boxes = {b.kind: [b.x1, b.y1, b.x2, b.y2] for b in card.boxes}
+        assert boxes["gt"] == [float(v) for v in sample.references]  # pixels of the image the viewBox spans
+        assert all(0 <= v <= max(card.width, card.height) for v in boxes["pred"])
+        if card.score == 1.0:  # the gold box replayed: drawn where the gold box is, within the 0..999 grid's rounding
+            assert max(abs(a - b) for a, b in zip(boxes["pred"], boxes["gt"])) <= 1
+        assert card.question == f"sentence: {sample.fields['sentence']}"  # the input, not the gold box_answer
+        assert "box" not in card.question
+    html = render(ctx)
+    badges = re.findall(r'<span class="badge (\w+)">([^<]*)</span>', html)
+    assert sorted(set(badges)) == [("bad", "0"), ("good", "100")]  # points, as the table (50.00) is
+    assert html.count('class="box-gt"') == 4 and html.count('class="box-pred"') == 4
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_demo_refcoco_cards_have_drawn_boxes_in_chromium(tmp_path, capsys):
+    run = demo_refcoco_run(tmp_path)
+    page = tmp_path / "report.html"
+    assert main(["report", str(run), "-o", str(page), "--samples", "4"]) == 0
+    dom = chromium(["--dump-dom", page.as_uri()], tmp_path / "profile")
+    cards = dom.split('class="card"')[1:]
+    assert len(cards) == 4
+    for card in cards:  # each grounding card: the thumbnail and both boxes inside one svg
+        svg = card.split("<svg", 1)[1].split("</svg>", 1)[0]
+        assert "<image" in svg and 'class="box-gt"' in svg and 'class="box-pred"' in svg
+    shot = tmp_path / "report.png"
+    chromium([f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars", page.as_uri()], tmp_path / "profile")
+    counts = dict((c, n) for n, c in Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20))
+    for colour in (GT, PRED):
+        rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        assert counts.get(rgb, 0) > 300, f"too few {colour} pixels: boxes not visible"
