@@ -157,8 +157,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, dist: Dist) -> int:
-    """The cheap checks come first (output folder writable, device present, tasks known, model files
-    there, data loadable), so that a mistake costs a second and not a model load."""
+    """The cheap checks come first (flags at parse time, then output folder writable, device present,
+    tasks known; in the runner: data loadable, model files valid), so that a mistake costs seconds and
+    not a model load; the weights load only when some sample is not cached."""
     from evalkit import quiet
     from evalkit.models import lazy_model
     from evalkit.registry import Registry
