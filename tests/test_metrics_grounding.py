@@ -128,3 +128,72 @@ def test_property_parsers_never_raise_and_iou_in_unit_interval(text, width, heig
         x1, y1, x2, y2 = lenient
         assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
         assert 0.0 <= iou(lenient, gold) <= 1.0
+
+
+def _evaluate_grounding_ious(boxes: list[tuple[int, int, int, int]], golds: list[list[float]],
+                             sizes: list[tuple[int, int]]) -> list[float]:
+    """The scoring lines of QwenLM/Qwen-VL eval_mm/evaluate_grounding.py @ 10cb904 run with torch, one row per
+    output (the script's own dtype and op order: float32 tensor / 999, then *= w and *= h, then box_iou with
+    torchvision's box_area inlined; element-wise, so rows do not interact)."""
+    import torch
+
+    target = torch.tensor(golds, dtype=torch.float32).view(-1, 4)
+    box = torch.tensor(boxes, dtype=torch.float32).view(-1, 4) / 999
+    size = torch.tensor(sizes)
+    box[:, 0::2] *= size[:, :1]
+    box[:, 1::2] *= size[:, 1:]
+    area1 = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    area2 = (target[:, 2] - target[:, 0]) * (target[:, 3] - target[:, 1])
+    lt = torch.max(box[:, :2], target[:, :2])
+    rb = torch.min(box[:, 2:], target[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    return (inter / (area1 + area2 - inter)).tolist()
+
+
+def test_float32_box_scaling_matches_the_script_bit_for_bit():
+    # In float64 the scaled corners differ from the script's float32 ones in about a third of random boxes,
+    # and so does the IoU; the paper's numbers come from the float32 arithmetic.
+    rng = np.random.default_rng(21)
+    boxes, golds, sizes = [], [], []
+    for _ in range(300):
+        x1, y1 = (int(v) for v in rng.integers(0, 500, size=2))
+        boxes.append((x1, y1, int(rng.integers(x1 + 1, 1000)), int(rng.integers(y1 + 1, 1000))))
+        w, h = (int(v) for v in rng.integers(50, 2000, size=2))
+        sizes.append((w, h))
+        golds.append([float(rng.uniform(0, w / 2)), float(rng.uniform(0, h / 2)), float(rng.uniform(w / 2, w)),
+                      float(rng.uniform(h / 2, h))])
+    expected = _evaluate_grounding_ious(boxes, golds, sizes)
+    texts = [f"<box>({x1},{y1}),({x2},{y2})</box>" for x1, y1, x2, y2 in boxes]
+    samples = [Sample(id=str(i), images=[], fields={}, references=g, metadata={"width": w, "height": h})
+               for i, (g, (w, h)) in enumerate(zip(golds, sizes))]
+    result = get_metric("grounding_accuracy")(
+        [Prediction(sample_id=str(i), task="t", output=t) for i, t in enumerate(texts)], samples)
+    assert [s["iou"] for s in result.per_sample] == expected
+    assert [s["grounding_accuracy"] for s in result.per_sample] == [float(v >= 0.5) for v in expected]
+    assert 0 < sum(v >= 0.5 for v in expected) < len(expected)
+
+
+def test_overflow_and_nan_boxes_raise_no_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning per sample would flood a 10k-sample run's log
+        assert parse_box("(1e39,0),(999,999)", 640, 480)[0] == math.inf
+        assert math.isnan(iou((0, 0, 0, 0), (5, 5, 5, 5)))
+        assert math.isnan(iou((math.inf, 0, math.inf, 1), (0, 0, 1, 1)))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[0, 0, 0.5, 0.5]", (0.0, 0.0, 100.0, 50.0)),  # 0 is within 0..1: relative
+        ("[0.25, 0.5, 1, 1]", (50.0, 50.0, 200.0, 100.0)),  # 1 is within 0..1: relative
+        ("[0.1, 0.2, 0.3, 0.4]", (20.0, 20.0, 60.0, 40.0)),  # x by width, y by height, each its own value
+        ("[0.5, 0.5, 1.5, 1.5]", (0.5, 0.5, 1.5, 1.5)),  # one value above 1: pixels
+        ("[-20, 10, -10, 20]", (0.0, 10.0, 0.0, 20.0)),  # left of the image: both x clipped to 0
+        ("[10, -20, 20, -10]", (10.0, 0.0, 20.0, 0.0)),  # above the image: both y clipped to 0
+    ],
+)
+def test_lenient_relative_coordinates_and_clipping(text, expected):
+    assert parse_box_lenient(text, 200, 100) == pytest.approx(expected)

@@ -1,0 +1,122 @@
+"""Mutation score of the number-deciding code (metrics, statistics, the comparison and the gate).
+
+Not run in CI (minutes per scope). Each scope mutates a few modules with mutmut (3.x, `pip install
+mutmut`) and runs only the fast tests that cover them, in a throwaway copy of the checkout, so the
+working tree is never touched and several scopes can be measured one after another:
+
+    python benchmarks/mutation.py metrics          # one scope
+    python benchmarks/mutation.py --list           # the scopes
+    python benchmarks/mutation.py stats --keep     # keep the copy to inspect survivors
+
+It prints mutmut's summary and writes `<scope>.survivors.txt` (each surviving mutant's diff) beside
+the copy's path it prints. The recorded scores and why each survivor is equivalent or was killed
+are in tests/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# scope: (modules to mutate, the tests that cover them)
+SCOPES: dict[str, tuple[list[str], list[str]]] = {
+    "metrics": (
+        ["evalkit/metrics/vqa.py", "evalkit/metrics/anls.py", "evalkit/metrics/relaxed.py",
+         "evalkit/metrics/exact.py", "evalkit/metrics/choice.py", "evalkit/metrics/base.py"],
+        ["tests/test_metrics_vqa.py", "tests/test_metrics_text.py", "tests/test_metrics_choice.py",
+         "tests/test_metrics_boundaries.py"],
+    ),
+    "grounding": (
+        ["evalkit/metrics/grounding.py"],
+        ["tests/test_metrics_grounding.py", "tests/test_metrics_boundaries.py"],
+    ),
+    "stats": (
+        ["evalkit/metrics/stats.py"],
+        ["tests/test_metrics_stats.py", "tests/test_metrics_boundaries.py"],
+    ),
+    "caption": (  # starts Java (PTB tokenizer, METEOR): the slowest scope
+        ["evalkit/metrics/caption.py"],
+        ["tests/test_metrics_caption.py"],
+    ),
+    "gate": (
+        ["evalkit/check.py", "evalkit/compare.py"],
+        ["tests/test_check.py", "tests/test_compare.py", "tests/test_gate_boundaries.py"],
+    ),
+}
+
+
+def copy_checkout(dest: Path) -> None:
+    """Tracked and untracked-but-not-ignored files, as git sees them (no caches, no runs)."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+def write_config(dest: Path, modules: list[str], tests: list[str]) -> None:
+    """mutmut reads [tool.mutmut] from pyproject.toml (absent here) or [mutmut] from setup.cfg."""
+    lines = ["[mutmut]", "source_paths=evalkit", "only_mutate="]
+    lines += [f"    {m}" for m in modules]
+    lines += ["pytest_add_cli_args_test_selection="] + [f"    {t}" for t in tests if (dest / t).exists()]
+    lines += ["pytest_add_cli_args=", "    -p", "    no:cacheprovider", "    -q"]
+    (dest / "setup.cfg").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scope", nargs="?", choices=sorted(SCOPES))
+    parser.add_argument("--list", action="store_true", help="print the scopes and exit")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    parser.add_argument("--max-children", type=int, default=1, help="parallel mutant runs (default 1)")
+    args = parser.parse_args()
+    if args.list or not args.scope:
+        for name, (modules, tests) in SCOPES.items():
+            print(f"{name}: mutate {' '.join(modules)}; tests {' '.join(tests)}")
+        return 0
+    modules, tests = SCOPES[args.scope]
+    work = Path(tempfile.mkdtemp(prefix=f"evalkit-mutmut-{args.scope}-"))
+    try:
+        copy_checkout(work)
+        write_config(work, modules, tests)
+        env = {**os.environ, "PYTHONPATH": str(work)}
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+                       cwd=work, env=env, check=False)
+        results = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
+                                 capture_output=True, text=True).stdout
+        counts: dict[str, int] = {}
+        survivors = []
+        for line in results.splitlines():
+            if ":" not in line:
+                continue
+            name, status = (x.strip() for x in line.rsplit(":", 1))
+            counts[status] = counts.get(status, 0) + 1
+            if status == "survived":
+                survivors.append(name)
+        diffs = [subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, env=env,
+                                capture_output=True, text=True).stdout for name in survivors]
+        report = REPO / "benchmarks" / "results" / f"mutation_{args.scope}.survivors.txt"
+        report.write_text("\n".join(diffs))
+        total = sum(counts.values())
+        killed = counts.get("killed", 0) + counts.get("timeout", 0)
+        print(f"{args.scope}: {total} mutants: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        print(f"{args.scope}: killed {killed}/{total} = {killed / max(total, 1):.1%}; survivors in {report}")
+        return 0
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
