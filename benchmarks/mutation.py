@@ -8,8 +8,8 @@ working tree is never touched and several scopes can be measured one after anoth
     python benchmarks/mutation.py --list           # the scopes
     python benchmarks/mutation.py stats --keep     # keep the copy to inspect survivors
 
-It prints mutmut's summary and writes `<scope>.survivors.txt` (each surviving mutant's diff) beside
-the copy's path it prints. The recorded scores and why each survivor is equivalent or was killed
+It prints mutmut's summary and writes benchmarks/results/mutation_<scope>.survivors.txt: the diff of each mutant
+no test killed (survived, or no test covers it). The recorded scores and why each survivor is equivalent or was killed
 are in tests/README.md.
 """
 
@@ -100,7 +100,7 @@ def main() -> int:
                 continue
             name, status = (x.strip() for x in line.rsplit(":", 1))
             counts[status] = counts.get(status, 0) + 1
-            if status == "survived":
+            if status not in ("killed", "timeout"):
                 survivors.append(name)
         diffs = [subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, env=env,
                                 capture_output=True, text=True).stdout for name in survivors]

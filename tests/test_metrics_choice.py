@@ -82,3 +82,25 @@ def test_runner_records_the_choice_the_metric_scores(scores, expected):
     assert pred.output == "AB"[expected]
     sample = Sample(id="s", images=[], fields={"choices": ["x", "y"]}, references=pred.answer)
     assert get_metric("choice_accuracy")([pred], [sample]).per_sample[0]["choice_accuracy"] == 1.0
+
+
+def test_option_text_and_letter_edges():
+    # option text is compared lower-cased after stripping spaces and one trailing period; an upper-case X stays
+    assert parse_choice("TYPE X", ["type x", "type y"]) == 0
+    assert parse_choice("Type Y.", ["type x", "type y"]) == 1
+    # lower(), not upper(): "STRASSE".lower() is not "straße" (upper() would make both "STRASSE")
+    assert parse_choice("STRASSE", ["straße", "road"]) is None
+    # 26 options: every letter A..Z names one; the 27th option has no letter, so letters are not parsed at all
+    many = [f"option {i}" for i in range(26)]
+    assert parse_choice("Z", many) == 25 and parse_choice("(A)", many) == 0
+    assert parse_choice("Z", [*many, "option 26"]) is None
+    assert parse_choice("option 26", [*many, "option 26"]) == 26
+
+
+def test_gold_letter_is_a_letter_even_when_an_option_reads_the_same():
+    # a one-character reference is a letter: "a" is option A here, though option B's text is "a"
+    assert gold_index("a", ["b", "a", "c"]) == 0
+    assert gold_index("B", ["b", "a", "c"]) == 1
+    assert gold_index("?", CHOICES) is None  # one character but no letter: looked up as option text, not found
+    assert gold_index(True, CHOICES) is None  # a bool is not an index
+    assert gold_index(1.0, CHOICES) is None

@@ -110,6 +110,8 @@ def test_anls_edges():
     # pix2struct's anls_metric gives 0.6875 and 0.8333 on these (no strip / whitespace collapse)
     assert anls("  Hello   World ", ["hello world"]) == 1.0
     assert anls("Hello\tworld\n", ["hello world"]) == 1.0
+    # by hand: normalised "a b" vs "ab" is one edit, over the longer raw length 3
+    assert anls("a b", ["ab"]) == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize(("prediction", "target", "pix2struct", "eval_mm"), RELAXED_CASES)
@@ -119,6 +121,17 @@ def test_relaxed_matches_pix2struct_and_eval_mm(prediction, target, pix2struct, 
 
 
 def test_relaxed_edges():
+    from evalkit.metrics.relaxed import _as_number, relaxed_match
+
+    # by hand from relaxed_correctness' rules (module docstring):
+    assert _as_number("50%") == 0.5 and _as_number("12.5%") == 0.125 and _as_number("%") is None
+    assert relaxed_accuracy("1X%", "0.01") == 0.0  # "1X" is not a number: string comparison
+    # 1.0 vs 1.05: 0.05/1.05 < 0.05 for pix2struct; for eval_mm (1.05 - 1.0)/1.0 is 0.050000000000000044 in floats
+    assert relaxed_accuracy("100%", "1.05") == 1.0 and relaxed_accuracy("100%", "1.05", "eval_mm") == 0.0
+    assert relaxed_match("100", "95") and not relaxed_match("100", "94.9")  # the default tolerance is 5%
+    # the tolerance reaches the eval_mm branch too: 10/100 is within 10%, not within 5%
+    assert relaxed_accuracy("100", "90", "eval_mm", max_relative_change=0.1) == 1.0
+    assert relaxed_accuracy("100", "90", "eval_mm") == 0.0
     assert relaxed_accuracy("5", []) == 0.0
     with pytest.raises(ValueError, match="variant"):
         relaxed_accuracy("1", "1", variant="lmms")
@@ -136,6 +149,21 @@ def test_gqa_clean_and_match_eval_mm(prediction, annotation, cleaned, accuracy):
 @pytest.mark.parametrize(("prediction", "annotation", "accuracy"), PLAIN_CASES)
 def test_plain_exact_match_eval_mm(prediction, annotation, accuracy):
     assert exact_match(prediction, annotation, normalize="plain") == accuracy
+
+
+def test_unknown_metric_names_the_known_ones():
+    with pytest.raises(KeyError, match=r"unknown metric 'vqa'; known metrics: .*anls, caption, choice_accuracy"):
+        get_metric("vqa")
+
+
+def test_gqa_clean_keeps_the_first_sentence():
+    assert gqa_clean("A cat. A dog.") == "cat"  # before the first ".", not the last
+    assert gqa_clean("Red, white, blue") == "red"
+
+
+def test_exact_match_by_hand():
+    assert exact_match("STRASSE", "straße") == 0.0  # str.lower() on both sides: "strasse" != "straße"
+    assert exact_match("5", 5) == 1.0 and exact_match("2.5", 2.5) == 1.0  # a numeric annotation is its str()
 
 
 def test_exact_none_and_unknown():

@@ -83,6 +83,17 @@ def test_normalisation_steps():
     assert normalize_answer("The Two dogs!") == "2 dogs"
     assert normalize_answer("dont") == "don't"
     assert normalize_punctuation("." * 40) == "." * 8  # the official re.sub count=re.UNICODE (32) cap
+    # a mark touching a space anywhere (here " -") is deleted everywhere, also where it joins two words
+    assert normalize_punctuation("t-shirt -x") == "tshirt x"
+    assert normalize_punctuation("t-shirt- x") == "tshirt x"
+
+
+def test_newlines_and_tabs_inside_the_answer_are_spaces():
+    # vqaEval.py replaces "\n" and "\t" by " " in the prediction and the answers before anything else, so with
+    # ten identical answers (compared raw in the official variant) "red\nwhite" still matches "red white"
+    for prediction in ("red\nwhite", "red\twhite", "\tred white\n"):
+        assert vqa_score(prediction, ["red white"] * 10) == 1.0
+        assert vqa_score(prediction, ["red white"] * 10, variant="eval_mm") == 1.0
 
 
 def test_unknown_variant_and_no_answers():
