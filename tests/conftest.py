@@ -3,9 +3,11 @@ README for where each fixture came from); nothing outside the repository is read
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from skip_policy import pytest_sessionfinish  # noqa: F401  (the hook: in CI only a missing GPU may skip a test)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -15,6 +17,15 @@ REAL_CONFIG_DIR = FIXTURES / "qwen_vl_config"
 CHAT_CONTEXT = FIXTURES / "qwen_vl_chat" / "make_context.json"
 COCO_CAPTION_RESULTS = FIXTURES / "coco-caption" / "captions_val2014_fakecap_results.json"
 PAPER_NUMBERS = FIXTURES / "paper_numbers.json"
+
+
+def checkout_env(**extra: str) -> dict[str, str]:
+    """os.environ with this checkout first on PYTHONPATH, for subprocesses (`python -m evalkit`, `-m lmms_eval`):
+    pytest's own `pythonpath` setting reaches only this process, so without it a subprocess would import
+    whatever evalkit is installed and test that instead of the code beside the tests."""
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 @pytest.fixture(scope="session")

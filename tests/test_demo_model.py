@@ -9,7 +9,6 @@ image moved to another sample shows the scores come from the pixels, not from th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import checkout_env
 from safetensors.torch import load_file
 
 from evalkit.cli import main
@@ -48,9 +48,8 @@ def default_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict, Pa
     cwd = tmp_path_factory.mktemp("fresh")
     started = time.perf_counter()
     # the CPU default (fp32), which the committed baseline holds, on a GPU machine too
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-m", "evalkit"], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env=env)
+    proc = subprocess.run([sys.executable, "-m", "evalkit"], cwd=cwd, env=checkout_env(CUDA_VISIBLE_DEVICES=""),
+                          capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr
     out = next((cwd / "runs").iterdir())

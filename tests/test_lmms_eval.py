@@ -6,26 +6,28 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_CKPT
+from conftest import TINY_CKPT, checkout_env
 from PIL import Image
 
-try:
-    import lmms_eval  # noqa: F401
-except ImportError:
-    pytest.skip("lmms-eval is not installed (see the README's lmms-eval section)", allow_module_level=True)
-
-from lmms_eval.api.instance import Instance
-
-from evalkit.integrations.lmms_eval import EvalkitQwenVL, parse_batch_size
 from evalkit.models.qwen_vl.harness import QwenVLModel
 from evalkit.task import ImageRef, Request
+
+try:
+    from lmms_eval.api.instance import Instance
+except ImportError as exc:  # every test below is reported skipped, with what is missing
+    MISSING: str | None = (f"lmms-eval is not importable ({exc}): install it as the README's lmms-eval section "
+                           "says (.ci/run does)")
+else:
+    MISSING = None
+    from evalkit.integrations.lmms_eval import EvalkitQwenVL, parse_batch_size
+
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 QUESTIONS = ["What color is it?", "Is it red?", "What is shown?", "Which colour?"]
 COLORS = ["red", "green", "blue", "red"]  # rows 0 and 3 share an image
@@ -100,14 +102,9 @@ def run_lmms_eval(root: Path, ranks: int = 1) -> dict:
     """lmms-eval's CLI on the fixture tasks, as one process or under torchrun (gloo, on the CPU)."""
     tasks = write_tasks(root)
     out = root / "out"
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")},
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_DATASETS_CACHE": str(root / "hf-cache"),
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = checkout_env(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_DATASETS_CACHE=str(root / "hf-cache"),
+                       CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    env = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
     launcher = [sys.executable]
     if ranks > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
