@@ -52,6 +52,20 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
+# Every mutant's status and, for those no test killed, its diff (mutmut's own `results` and `show`, in one
+# process: `mutmut show` per survivor costs a Python start each).
+_LIST_MUTANTS = """
+from mutmut.__main__ import SourceFileMutationData, get_diff_for_mutant, status_by_exit_code, walk_mutatable_files
+for path in walk_mutatable_files():
+    data = SourceFileMutationData(path=path)
+    data.load()
+    for name, code in data.exit_code_by_key.items():
+        status = status_by_exit_code[code]
+        diff = "" if status in ("killed", "timeout") else get_diff_for_mutant(name, path=path)
+        print(f"{status}\\n# {name}: {status}\\n{diff}\\n", end="\\0")
+"""
+
+
 def copy_checkout(dest: Path) -> None:
     """Tracked and untracked-but-not-ignored files, as git sees them (no caches, no runs)."""
     names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
@@ -91,19 +105,17 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(work)}
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
                        cwd=work, env=env, check=False)
-        results = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
-                                 capture_output=True, text=True).stdout
+        listing = subprocess.run([sys.executable, "-c", _LIST_MUTANTS], cwd=work, env=env, capture_output=True,
+                                 text=True, check=True).stdout
         counts: dict[str, int] = {}
-        survivors = []
-        for line in results.splitlines():
-            if ":" not in line:
+        diffs = []
+        for block in listing.split("\0"):
+            if not block.strip():
                 continue
-            name, status = (x.strip() for x in line.rsplit(":", 1))
+            status, diff = block.split("\n", 1)
             counts[status] = counts.get(status, 0) + 1
             if status not in ("killed", "timeout"):
-                survivors.append(name)
-        diffs = [subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, env=env,
-                                capture_output=True, text=True).stdout for name in survivors]
+                diffs.append(diff)
         report = REPO / "benchmarks" / "results" / f"mutation_{args.scope}.survivors.txt"
         report.write_text("\n".join(diffs))
         total = sum(counts.values())
