@@ -82,6 +82,7 @@ def write_config(dest: Path, modules: list[str], tests: list[str]) -> None:
     lines = ["[mutmut]", "source_paths=evalkit", "only_mutate="]
     lines += [f"    {m}" for m in modules]
     lines += ["pytest_add_cli_args_test_selection="] + [f"    {t}" for t in tests if (dest / t).exists()]
+    lines += ["also_copy=", "    results/", "    tasks/", "    README.md"]  # what tests read beside evalkit/
     lines += ["pytest_add_cli_args=", "    -p", "    no:cacheprovider", "    -q"]
     (dest / "setup.cfg").write_text("\n".join(lines) + "\n")
 
