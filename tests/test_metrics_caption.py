@@ -5,7 +5,7 @@ demo results file (tests/fixtures/coco-caption/, see its README); its references
 (captions_val2014.json) are not available offline, so each image's references are the next three demo captions
 (cyclic) plus, for even positions, its own caption with the first "a " replaced by "the ".
 
-FROZEN holds what /tmp/official/run_caption.py printed: COCOEvalCap.evaluate()'s steps (PTBTokenizer on gts and res
+FROZEN holds what tests/fixtures/provenance/caption_official.py prints: COCOEvalCap.evaluate()'s steps (PTBTokenizer on gts and res
 separately, then Bleu(4), Meteor(), Rouge(), Cider()) with pycocoevalcap 1.2, on this construction.
 """
 

@@ -1,4 +1,4 @@
-"""Multiple-choice accuracy. Expected picks: /tmp/official/run_choice.py ran the scoring loop of QwenLM/Qwen-VL
+"""Multiple-choice accuracy. Expected picks (tests/fixtures/provenance/choice_official.py): the scoring lines of QwenLM/Qwen-VL
 eval_mm/evaluate_multiple_choice.py @ 10cb904198d4e0e161d0f9f36ba9fac8ac7899e4 (per-token cross-entropy, mean over
 the target tokens, torch argmin) on per-token log-probs whose sums/lengths are the choice_scores below."""
 

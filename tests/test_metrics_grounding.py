@@ -1,6 +1,6 @@
 """Grounding against Qwen-VL's evaluate_grounding.py, run outside the repo.
 
-Expected values: /tmp/official/run_others.py ran the scoring loop of QwenLM/Qwen-VL eval_mm/evaluate_grounding.py
+Expected values: tests/fixtures/provenance/grounding_official.py runs the scoring loop of QwenLM/Qwen-VL eval_mm/evaluate_grounding.py
 @ 10cb904198d4e0e161d0f9f36ba9fac8ac7899e4 (its box_iou with torchvision's box_area inlined, torch float32) on
 these outputs; the IoU column is its ``iou.item()`` (NaN where it divides 0 by 0; unparseable output became the
 box (0, 0, 0, 0)).

@@ -1,6 +1,6 @@
 """ANLS, relaxed accuracy and exact match against values computed by running the official code (outside the repo).
 
-Expected values come from /tmp/official/run_others.py, which ran transcriptions of:
+Expected values: tests/fixtures/provenance/text_official.py reruns them with the upstream code:
   ANLS:    QwenLM/Qwen-VL eval_mm/infographicsvqa_eval.py @ e6bbb9dd9e9fc44a4498d372e83b3b172dc1d808 (evaluate_method on
            a gt/submission json pair)
   relaxed: google-research/pix2struct pix2struct/metrics.py @ 5b086ef5269a80d89fbdd37bdba263e492e83149

@@ -1,6 +1,6 @@
 """VQA accuracy against values computed by running the official evaluators (outside the repo).
 
-Expected values: /tmp/official/run_vqa_official.py drove each evaluator exactly as its caller does -- result json,
+Expected values: tests/fixtures/provenance/vqa_official.py drives each evaluator exactly as its caller does -- result json,
 ``VQA(annotation, question)``, ``vqa.loadRes(results, question)``, ``VQAEval(vqa, res, n=2).evaluate()`` --
 with one annotation per case (answer dicts carrying answer_id 1..n), reading the unrounded per-question accuracy:
   official: GT-Vision-Lab/VQA PythonEvaluationTools/vqaEvaluation/vqaEval.py @ a013f0043c1e2cdc995922dfe257f7149aa9af06
