@@ -151,6 +151,20 @@ def test_plain_exact_match_eval_mm(prediction, annotation, accuracy):
     assert exact_match(prediction, annotation, normalize="plain") == accuracy
 
 
+def test_registry_helpers():
+    import math
+
+    from evalkit.metrics import metric_names
+    from evalkit.metrics.base import MetricResult, mean_result
+
+    assert {"anls", "caption", "choice_accuracy", "exact_match", "grounding_accuracy", "relaxed_accuracy",
+            "vqa_accuracy"} <= set(metric_names()) and metric_names() == sorted(metric_names())
+    assert mean_result("k", [1.0, 0.0, 0.5], {"n": 3}) == MetricResult([{"k": 1.0}, {"k": 0.0}, {"k": 0.5}],
+                                                                       {"k": 0.5}, {"n": 3})
+    empty = mean_result("k", [])
+    assert empty.per_sample == [] and math.isnan(empty.aggregate["k"]) and empty.info == {}
+
+
 def test_unknown_metric_names_the_known_ones():
     with pytest.raises(KeyError, match=r"unknown metric 'vqa'; known metrics: .*anls, caption, choice_accuracy"):
         get_metric("vqa")
