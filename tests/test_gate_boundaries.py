@@ -14,7 +14,7 @@ from run_fixtures import FakeTask, write_run
 
 from evalkit.check import check_run
 from evalkit.cli import main
-from evalkit.compare import build_table, ci_z_test, open_run
+from evalkit.compare import Significance, build_table, ci_z_test, open_run
 
 
 def vqa(correct: int, n: int = 100) -> FakeTask:
@@ -82,3 +82,97 @@ def test_ci_z_test_is_at_the_95_percent_level():
     zero = {"value": 0.5, "ci95": [0.5, 0.5]}
     assert ci_z_test(zero, zero).p == 1.0 and ci_z_test(zero, {"value": 0.4, "ci95": [0.4, 0.4]}).p == 0.0
     assert ci_z_test(a, {"value": 0.4}).p is None and ci_z_test(a, {"value": None, "ci95": [0, 1]}).p is None
+
+
+# ------------------------------------------------------------------------------------------------ what the gate checks
+
+
+def two_metrics(a: float | None, b: float | None, **extra) -> FakeTask:
+    metrics = {}
+    if a is not None or "a_none" in extra:
+        metrics["a"] = {"value": a, "n": 30}
+    if b is not None:
+        metrics["b"] = {"value": b, "n": 30}
+    return FakeTask("cap_t", [0.5] * 30, metric="a", groups=["captioning"], entry={"metrics": metrics})
+
+
+def test_check_run_defaults(tmp_path):
+    base = open_run(write_run(tmp_path / "base", [vqa(80)]))
+    assert check_run(open_run(write_run(tmp_path / "r79", [vqa(79)])), base, alpha=1.0).failed  # 1 > 0.5 points
+    assert not check_run(open_run(write_run(tmp_path / "r75", [vqa(75)])), base).failed  # p 0.0625 >= 0.05
+    assert check_run(open_run(write_run(tmp_path / "none", [FakeTask("other_t", [1.0] * 4)])), base).failed
+
+
+def test_every_metric_after_a_missing_or_passing_one_is_still_checked(tmp_path):
+    base = open_run(write_run(tmp_path / "base", [two_metrics(0.5, 0.9)], samples=False))
+    within = check_run(open_run(write_run(tmp_path / "w", [two_metrics(0.5, 0.5)], samples=False)), base)
+    assert [f.status for f in within.findings] == ["ok", "regressed"]  # b: no CI, the drop alone decides
+    missing = check_run(open_run(write_run(tmp_path / "m", [two_metrics(None, 0.5)], samples=False)), base)
+    assert [(f.metric, f.status, f.reason) for f in missing.findings] == [
+        ("a", "missing", "metric not in run"), ("b", "regressed", "no per-sample scores or CIs: drop alone decides")]
+    no_value = check_run(open_run(write_run(tmp_path / "n", [two_metrics(None, 0.9, a_none=True)], samples=False)), base)
+    assert no_value.findings[0].reason == "no value" and no_value.failed
+    base_without = open_run(write_run(tmp_path / "bw", [two_metrics(None, 0.9, a_none=True)], samples=False))
+    result = check_run(open_run(write_run(tmp_path / "r", [two_metrics(0.5, 0.5)], samples=False)), base_without)
+    assert "cap_t: a: the baseline has no value; not checked" in result.warnings
+    assert [f.metric for f in result.findings] == ["b"] and result.failed
+
+
+def test_private_answer_tasks_are_not_gated(tmp_path):
+    private = FakeTask("vqa_testdev", [0.0] * 4, entry={"submission": "sub.json", "metrics": {}})
+    base = open_run(write_run(tmp_path / "base", [private, vqa(80)]))
+    result = check_run(open_run(write_run(tmp_path / "run", [vqa(80)])), base)
+    assert [f.key for f in result.findings] == ["vqa_t"] and not result.failed
+
+
+def test_warnings_name_every_mismatch_and_ungated_task(tmp_path):
+    base = open_run(write_run(tmp_path / "base", [vqa(80), FakeTask("cap_t", [0.5] * 30, metric="cider")]))
+    other_prompts = [FakeTask("vqa_t", [1.0] * 80 + [0.0] * 20, entry={"prompt_hash": "p2"}),
+                     FakeTask("cap_t", [0.5] * 30, metric="cider", entry={"prompt_hash": "p3"}),
+                     FakeTask("new_t", [1.0] * 3)]
+    result = check_run(open_run(write_run(tmp_path / "run", other_prompts)), base)
+    text = "\n".join(result.warnings)
+    assert "vqa_t: run vs base: different prompt (prompt hash prompt vs p2)" in text
+    assert "cap_t: run vs base: different prompt (prompt hash prompt vs p3)" in text
+    assert result.warnings[-1] == "not in the baseline, so not gated: new_t"
+    partial = check_run(open_run(write_run(tmp_path / "partial", [vqa(80)])), base)
+    assert not any("cap_t" in w for w in partial.warnings)  # a missing task is a finding, not a mismatch note
+    # different sample sets: the note counts the shared samples, and the test uses only those
+    shifted = FakeTask("vqa_t", [1.0] * 80 + [0.0] * 20, ids=[str(i) for i in range(2, 102)])
+    result = check_run(open_run(write_run(tmp_path / "shifted", [shifted])), base, alpha=1.0)
+    assert "vqa_t: shifted vs base: different sample sets (98 shared of 100 / 100" in "\n".join(result.warnings)
+
+
+def test_significance_uses_shared_samples_and_falls_back_to_the_cis(tmp_path):
+    from evalkit.compare import ScoreBook, significance_of
+
+    base = open_run(write_run(tmp_path / "base", [FakeTask("vqa_t", [1.0, 1.0, 1.0], ids=["a", "b", "c"])]))
+    run = open_run(write_run(tmp_path / "run", [FakeTask("vqa_t", [0.0, 0.0, 0.0], ids=["b", "c", "d"])]))
+    sig = significance_of(ScoreBook(), base, run, "vqa_t", "accuracy")
+    assert (sig.method, sig.n_shared, sig.p) == ("paired", 2, 0.5)  # exactly 2 shared: McNemar 2 vs 0 -> 0.5
+    bare = open_run(write_run(tmp_path / "bare", [vqa(80)], samples=False))
+    assert significance_of(ScoreBook(), bare, run, "vqa_t", "accuracy").method == "ci"
+    assert significance_of(ScoreBook(), bare, run, "missing_t", "accuracy") == Significance(None, "none")
+    assert ci_z_test({"value": 0.5, "ci95": [0.5, 0.5]}, {"value": 0.4, "ci95": [0.4, 0.4]}).method == "ci"
+    # a bare baseline has no samples: a different fingerprint is noted with the hashes
+    moved = open_run(write_run(tmp_path / "moved", [FakeTask("vqa_t", [1.0] * 80 + [0.0] * 20,
+                                                             ids=[f"x{i}" for i in range(100)])]))
+    assert any("different sample sets (dataset fingerprint" in w for w in check_run(moved, bare, alpha=1.0).warnings)
+
+
+def test_check_flags(tmp_path, capsys):
+    base = write_run(tmp_path / "base", [vqa(80)])
+    same = write_run(tmp_path / "same", [vqa(80)])
+    assert gate(capsys, same, base, "--max-drop", "0") == 0  # 0 is allowed: any significant drop fails
+    code = main(["check", str(same), "--baseline", str(base), "-v"])
+    out = capsys.readouterr().out
+    assert code == 0 and "vqa_t" in out.split("PASS")[0]  # -v lists the passing metric
+    assert "max drop 0.5 points, significance 0.05" in out
+    main(["check", str(same), "--baseline", str(base)])
+    assert "vqa_t" not in capsys.readouterr().out.split("PASS")[0]
+    for bad, message in (("abc", "expected a number, got 'abc'"), ("-1", "must be >= 0")):
+        with pytest.raises(SystemExit):
+            main(["check", str(same), "--baseline", str(base), "--max-drop", bad])
+        assert message in capsys.readouterr().err
+    assert main(["check", str(same), "--baseline", str(tmp_path / "nope.json")]) == 2
+    assert "baseline " + str(tmp_path / "nope.json") + " not found; create it with --update-baseline" in capsys.readouterr().err
