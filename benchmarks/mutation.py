@@ -93,6 +93,9 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="print the scopes and exit")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
     parser.add_argument("--max-children", type=int, default=1, help="parallel mutant runs (default 1)")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="run only the mutants the scope's last survivors file lists (the source must be "
+                             "unchanged, so the mutants are numbered alike); the others count as killed before")
     args = parser.parse_args()
     if args.list or not args.scope:
         for name, (modules, tests) in SCOPES.items():
@@ -104,20 +107,26 @@ def main() -> int:
         copy_checkout(work)
         write_config(work, modules, tests)
         env = {**os.environ, "PYTHONPATH": str(work)}
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+        report = REPO / "benchmarks" / "results" / f"mutation_{args.scope}.survivors.txt"
+        only = []
+        if args.rerun_survivors:
+            only = [line[2:].split(":")[0] for line in report.read_text().splitlines() if line.startswith("# ")]
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *only],
                        cwd=work, env=env, check=False)
         listing = subprocess.run([sys.executable, "-c", _LIST_MUTANTS], cwd=work, env=env, capture_output=True,
                                  text=True, check=True).stdout
         counts: dict[str, int] = {}
         diffs = []
+        rerun = set(only)
         for block in listing.split("\0"):
             if not block.strip():
                 continue
             status, diff = block.split("\n", 1)
+            if rerun and diff.split("\n", 1)[0][2:].split(":")[0] not in rerun:
+                status = "killed"  # killed in the run that wrote the survivors file
             counts[status] = counts.get(status, 0) + 1
             if status not in ("killed", "timeout"):
                 diffs.append(diff)
-        report = REPO / "benchmarks" / "results" / f"mutation_{args.scope}.survivors.txt"
         report.write_text("\n".join(diffs))
         total = sum(counts.values())
         killed = counts.get("killed", 0) + counts.get("timeout", 0)
