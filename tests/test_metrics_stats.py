@@ -89,17 +89,19 @@ def test_defaults_are_the_documented_ones():
     assert paired_test(values, other) == paired_bootstrap(values, other, seed=0)
     assert paired_test(values, other, seed=3) == paired_bootstrap(values, other, seed=3)
     assert bootstrap_ci(values, alpha=0.1) == percentile_interval(bootstrap_means(values), 0.1)
-    assert np.array_equal(bootstrap_totals(np.ones((5, 2))), bootstrap_totals(np.ones((5, 2)), 1000, 0))
+    rows = np.random.default_rng(10).random((5, 2))
+    assert np.array_equal(bootstrap_totals(rows), bootstrap_totals(rows, 1000, 0))
+    assert paired_bootstrap(values, other, seed=5) != paired_bootstrap(values, other, seed=0)  # the seed is used
 
 
 def test_bootstrap_totals_sum_the_resampled_rows():
-    stats = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 2.0], [0.0, 0.0, 2.0]])
+    stats = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 2.0], [0.0, 0.0, 2.0], [0.0, 0.0, 2.0]])  # 4 rows, 3 columns
     totals = bootstrap_totals(stats, n_resamples=200, seed=4)
     assert totals.shape == (200, 3)
-    _, _, idx = next(_resample_blocks(3, 200, seed=4))
+    _, _, idx = next(_resample_blocks(4, 200, seed=4))
     assert np.array_equal(totals, stats[idx].sum(axis=1))  # the same seeded indices as bootstrap_means
-    assert np.all(totals[:, 2] == 6.0) and np.all(totals[:, 0] + totals[:, 1] <= 3.0)
-    assert set(np.unique(totals[:, 0])) == {0.0, 1.0, 2.0, 3.0}
+    assert np.all(totals[:, 2] == 8.0) and np.all(totals[:, 0] + totals[:, 1] <= 4.0)
+    assert {0.0, 1.0, 2.0} <= set(np.unique(totals[:, 0])) <= {0.0, 1.0, 2.0, 3.0, 4.0}
     assert np.isnan(bootstrap_totals(np.zeros((0, 3)), n_resamples=4)).all()
     assert bootstrap_totals(np.zeros((0, 3)), n_resamples=4).shape == (4, 3)
 
