@@ -119,8 +119,10 @@ def test_every_metric_after_a_missing_or_passing_one_is_still_checked(tmp_path):
 
 
 def test_private_answer_tasks_are_not_gated(tmp_path):
-    private = FakeTask("vqa_testdev", [0.0] * 4, entry={"submission": "sub.json", "metrics": {}})
+    # sorted before vqa_t, and with a stored value: were it gated, the run (which lacks it) would fail
+    private = FakeTask("a_testdev", [0.0] * 4, entry={"submission": "sub.json"})
     base = open_run(write_run(tmp_path / "base", [private, vqa(80)]))
+    assert list(base.tasks) == ["a_testdev", "vqa_t"] and base.tasks["a_testdev"]["metrics"]
     result = check_run(open_run(write_run(tmp_path / "run", [vqa(80)])), base)
     assert [f.key for f in result.findings] == ["vqa_t"] and not result.failed
 
@@ -135,6 +137,9 @@ def test_warnings_name_every_mismatch_and_ungated_task(tmp_path):
     assert "vqa_t: run vs base: different prompt (prompt hash prompt vs p2)" in text
     assert "cap_t: run vs base: different prompt (prompt hash prompt vs p3)" in text
     assert result.warnings[-1] == "not in the baseline, so not gated: new_t"
+    two_new = check_run(open_run(write_run(tmp_path / "two", [vqa(80), FakeTask("n1_t", [1.0]), FakeTask("n2_t", [1.0])])),
+                        open_run(write_run(tmp_path / "b1", [vqa(80)])))
+    assert two_new.warnings[-1] == "not in the baseline, so not gated: n1_t, n2_t"
     partial = check_run(open_run(write_run(tmp_path / "partial", [vqa(80)])), base)
     assert not any("cap_t" in w for w in partial.warnings)  # a missing task is a finding, not a mismatch note
     # different sample sets: the note counts the shared samples, and the test uses only those
@@ -170,7 +175,7 @@ def test_check_flags(tmp_path, capsys):
     assert "max drop 0.5 points, significance 0.05" in out
     main(["check", str(same), "--baseline", str(base)])
     assert "vqa_t" not in capsys.readouterr().out.split("PASS")[0]
-    for bad, message in (("abc", "expected a number, got 'abc'"), ("-1", "must be >= 0")):
+    for bad, message in (("abc", "expected a number, got 'abc'"), ("-1", "--max-drop: must be >= 0")):
         with pytest.raises(SystemExit):
             main(["check", str(same), "--baseline", str(base), "--max-drop", bad])
         assert message in capsys.readouterr().err
