@@ -181,3 +181,31 @@ def test_check_flags(tmp_path, capsys):
         assert message in capsys.readouterr().err
     assert main(["check", str(same), "--baseline", str(tmp_path / "nope.json")]) == 2
     assert "baseline " + str(tmp_path / "nope.json") + " not found; create it with --update-baseline" in capsys.readouterr().err
+
+
+def test_mismatch_notes_say_what_differs(tmp_path):
+    from evalkit.compare import ScoreBook, mismatches
+
+    base = open_run(write_run(tmp_path / "base", [vqa(80)]))
+    spec = open_run(write_run(tmp_path / "spec", [FakeTask("vqa_t", [1.0] * 80 + [0.0] * 20, entry={"spec_hash": "s2"})]))
+    assert mismatches(ScoreBook(), base, spec, "vqa_t") == ["vqa_t: spec vs base: different task spec (spec hash spec vs s2)"]
+    moved = open_run(write_run(tmp_path / "moved", [FakeTask("vqa_t", [1.0] * 3, ids=["x", "y", "z"])]))
+    assert mismatches(ScoreBook(), base, moved, "vqa_t") == [
+        "vqa_t: moved vs base: different sample sets (0 shared of 100 / 3; the delta compares different data, "
+        "the test uses shared samples only)"]
+    bare = open_run(write_run(tmp_path / "bare", [vqa(80)], samples=False))
+    fa, fb = bare.tasks["vqa_t"]["dataset_fingerprint"], moved.tasks["vqa_t"]["dataset_fingerprint"]
+    assert mismatches(ScoreBook(), bare, moved, "vqa_t") == [
+        f"vqa_t: moved vs bare: different sample sets (dataset fingerprint {fa} vs {fb})"]
+    # the seed only matters where shots are sampled: a 4-shot result notes it, a 0-shot one does not
+    seeded = open_run(write_run(tmp_path / "seeded", [vqa(80)], seed=1))
+    assert mismatches(ScoreBook(), base, seeded, "vqa_t") == []
+    shots_a = open_run(write_run(tmp_path / "sa", [FakeTask("vqa_t", [1.0] * 4, shots=4)]))
+    for a, b in ((shots_a, open_run(write_run(tmp_path / "sb", [FakeTask("vqa_t", [1.0] * 4, shots=4)], seed=1))),
+                 (open_run(write_run(tmp_path / "sc", [FakeTask("vqa_t", [1.0] * 4, shots=4, entry={"shots": 0})])),
+                  open_run(write_run(tmp_path / "sd", [FakeTask("vqa_t", [1.0] * 4, shots=4)], seed=1)))):
+        assert mismatches(ScoreBook(), a, b, "vqa_t_4shot") == [
+            f"{b.label} vs {a.label}: different setting seed (0 vs 1)"]
+    assert mismatches(ScoreBook(), open_run(write_run(tmp_path / "se", [FakeTask("vqa_t", [1.0] * 4, shots=4)], seed=1)),
+                      open_run(write_run(tmp_path / "sf", [FakeTask("vqa_t", [1.0] * 4, shots=4, entry={"shots": 0})])),
+                      "vqa_t_4shot") == ["sf vs se: different setting seed (1 vs 0)"]
