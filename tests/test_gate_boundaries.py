@@ -209,3 +209,20 @@ def test_mismatch_notes_say_what_differs(tmp_path):
     assert mismatches(ScoreBook(), open_run(write_run(tmp_path / "se", [FakeTask("vqa_t", [1.0] * 4, shots=4)], seed=1)),
                       open_run(write_run(tmp_path / "sf", [FakeTask("vqa_t", [1.0] * 4, shots=4, entry={"shots": 0})])),
                       "vqa_t_4shot") == ["sf vs se: different setting seed (1 vs 0)"]
+
+
+def test_a_run_json_path_keeps_its_samples_and_a_copied_baseline_has_none(tmp_path):
+    from evalkit.compare import ScoreBook, significance_of
+    from evalkit.results import RunError
+
+    base = write_run(tmp_path / "base", [vqa(80)])
+    run = write_run(tmp_path / "run", [vqa(60)])
+    by_file = significance_of(ScoreBook(), open_run(base / "run.json"), open_run(run / "run.json"), "vqa_t", "accuracy")
+    assert by_file.method == "paired"  # run.json inside a run folder: the samples beside it are used
+    copy = tmp_path / "baselines" / "base.json"
+    copy.parent.mkdir()
+    copy.write_text((base / "run.json").read_text())
+    bare = open_run(copy)
+    with pytest.raises(RunError, match=r"base\.json is a bare run\.json: it has no per-sample scores$"):
+        bare.samples("vqa_t")
+    assert significance_of(ScoreBook(), bare, open_run(run), "vqa_t", "accuracy").method == "ci"
