@@ -79,6 +79,7 @@ def _load(args: argparse.Namespace, batch_size: int | str):
     from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
     from evalkit.models.qwen_vl.processor import QwenVLProcessor
     from evalkit.models.qwen_vl.tokenizer import VOCAB_FILE, QwenTokenizer
+    from evalkit.resources import user_path
 
     if args.dry_run and args.compile:
         raise ModelError("--compile has no effect with --dry-run (nothing runs)")
@@ -101,7 +102,7 @@ def _load(args: argparse.Namespace, batch_size: int | str):
         return model, {"model": args.model, "weights": "checkpoint"}
     if not args.config:
         raise ModelError("bench needs --model qwen-vl:PATH or --config CONFIG (random weights)")
-    config_file = Path(args.config)
+    config_file = user_path(args.config)  # the README's benchmarks/configs/... also from an installed wheel
     config_file = config_file / "config.json" if config_file.is_dir() else config_file
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file}: no such config file")

@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from evalkit.resources import repo_path
 from evalkit.results import Run, RunError, load_run
 from evalkit.task import Prediction
 
@@ -43,7 +44,7 @@ FAMILIES: tuple[tuple[str, str], ...] = (
 )
 OTHER_FAMILY = "Other"
 
-REPO_PAPER = Path(__file__).resolve().parents[1] / "results" / "paper.json"
+REPO_PAPER = repo_path("results/paper.json")  # the checkout's, or the copy inside an installed wheel
 # Run settings that change what a number means; `seed` only matters where shots are sampled.
 COMPARED_SETTINGS = ("prompt_style", "limit")
 

@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
+from evalkit.resources import repo_path
 from evalkit.task import DatasetSpec, FewShotSpec, GenerationSettings, MetricSpec, TaskSpec
 
-REPO_TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
+REPO_TASKS_DIR = repo_path("tasks")  # the checkout's tasks/, or the copy inside an installed wheel
 GROUP_SUFFIX = ".group.yaml"  # group files: a named suite of tasks and groups (Registry._add_group)
 
 
