@@ -14,14 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evalkit import __version__
+from evalkit.api import DEFAULT_MODEL, DEFAULT_TASKS  # the embedded default (see evalkit.api)
 
 if TYPE_CHECKING:
     from evalkit.distributed import Dist
-
-# The embedded default: what `evalkit run` does with no arguments (the bundled demo model on the
-# demo suite: real Qwen-VL code, real tasks and metrics, under half a minute on a 2-core CPU).
-DEFAULT_MODEL = "demo"
-DEFAULT_TASKS = "demo"
 
 _COMMANDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
 
@@ -141,10 +137,6 @@ def _tasks_parser(p: argparse.ArgumentParser) -> None:
     _add_tasks_dir(p)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.replace("{evalkit}", "")).strip("_")[-80:] or "run"
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Under torchrun each rank runs a shard and rank 0 alone prints and writes the results."""
     from evalkit.distributed import Dist
@@ -157,82 +149,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, dist: Dist) -> int:
-    """The cheap checks come first (flags at parse time, then output folder writable, device present,
-    tasks known; in the runner: data loadable, model files valid), so that a mistake costs seconds and
-    not a model load; the weights load only when some sample is not cached."""
+    """The cheap checks come first (flags at parse time, then in `evaluate`: output folder writable,
+    device present, tasks known; in the runner: data loadable, model files valid), so that a mistake
+    costs seconds and not a model load; the weights load only when some sample is not cached."""
     from evalkit import quiet
-    from evalkit.models import lazy_model
-    from evalkit.registry import Registry
-    from evalkit.results import check_writable, metrics_table, result_key
-    from evalkit.runner import Runner, RunSettings
+    from evalkit.api import evaluate
+    from evalkit.results import metrics_table
 
-    default = args.model is None and args.tasks is None
-    model_spec = args.model or DEFAULT_MODEL
-    output = Path(args.output) if args.output else Path("runs") / _slug(model_spec)
-    check_writable(output, "--output")
-    # under torchrun, "cuda" (or no --device) means this rank's GPU
-    device = (dist.device() or args.device) if args.device in (None, "cuda") else args.device
-    check_device(device)
-    specs = Registry(extra_dirs=args.tasks_dir).select(args.tasks or DEFAULT_TASKS)
+    if args.model is None and args.tasks is None and dist.is_main:
+        print(f"evalkit: no --model/--tasks given: running the embedded default ({DEFAULT_MODEL} on {DEFAULT_TASKS})")
     quiet.configure(args.verbose)
-    model_spec_resolved = model_spec.replace("{evalkit}", str(Path(__file__).resolve().parent))
-    options = {"batch_size": args.batch_size, "dtype": args.dtype, "device": device}
-    model = lazy_model(model_spec_resolved, **{k: v for k, v in options.items() if v is not None})
-    settings = RunSettings(
-        output=output, shots=args.shots, limit=args.limit, seed=args.seed,
-        batch_size=args.batch_size if isinstance(args.batch_size, int) else 64,
-        prompt_style=args.prompt_style, data_dir=args.data_dir, max_errors=args.max_errors,
-        model_spec=model_spec, progress=not args.no_progress and sys.stderr.isatty(),
-    )
-    if dist.is_main:
-        if default:
-            print(f"evalkit: no --model/--tasks given: running the embedded default ({model_spec} on {DEFAULT_TASKS})")
-        _warn_demo_model(model_spec, specs)
-    data = Runner(model, settings, dist).run(specs)
-    if data is None:  # not rank 0
+    run = evaluate(args.model or DEFAULT_MODEL, args.tasks or DEFAULT_TASKS, args.output, shots=args.shots,
+                   limit=args.limit, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+                   prompt_style=args.prompt_style, data_dir=args.data_dir, max_errors=args.max_errors,
+                   tasks_dir=args.tasks_dir, progress=not args.no_progress and sys.stderr.isatty(), dist=dist)
+    if run is None:  # not rank 0
         return 0
-    mine = {result_key(s.name, k) for s in specs for k in args.shots}
-    shown = {**data, "tasks": {k: v for k, v in data["tasks"].items() if k in mine}}
+    tasks = run.data["tasks"]
+    shown = {**run.data, "tasks": {k: v for k, v in tasks.items() if k in run.requested}}
     print(metrics_table(shown))
     _print_notes(shown)
-    earlier = [k for k in data["tasks"] if k not in mine]
+    earlier = [k for k in tasks if k not in run.requested]
     if earlier:
-        print(f"\n{output / 'run.json'} also holds {len(earlier)} earlier result(s): {', '.join(earlier)}")
-    print(f"\nresults: {output / 'run.json'}")
+        print(f"\n{run.path / 'run.json'} also holds {len(earlier)} earlier result(s): {', '.join(earlier)}")
+    print(f"\nresults: {run.path / 'run.json'}")
     return 0
 
 
-def check_device(device: str | None) -> None:
-    """`--device cuda` on a machine (or a torch build) without CUDA: one line, before any model load."""
-    from evalkit.models.base import ModelError
-
-    if device is None or device == "cpu":
-        return
-    import torch
-
-    if device == "mps":
-        if not torch.backends.mps.is_available():
-            raise ModelError("--device mps: this machine (or this torch build) has no MPS; use --device cpu")
-        return
-    if not torch.cuda.is_available():
-        why = (f"this torch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
-               else "no CUDA GPU is visible")
-        raise ModelError(f"--device {device}: {why}; use --device cpu (or leave --device out)")
-    index = int(device.partition(":")[2] or 0)
-    if index >= torch.cuda.device_count():
-        raise ModelError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s), "
-                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-
-
-def _warn_demo_model(model_spec: str, specs: list) -> None:
-    """The demo model knows only the synthetic demo suite; on a real benchmark its scores mean nothing."""
-    if model_spec.partition(":")[0] != "demo":
-        return
-    other = [s.name for s in specs if "demo" not in s.groups]
-    if other:
-        print(f"evalkit: warning: the demo model (a tiny model trained on the synthetic demo suite) is run on "
-              f"{', '.join(other[:4])}{' ...' if len(other) > 4 else ''}: its scores there mean nothing; "
-              "pass --model qwen-vl:PATH for a real model", file=sys.stderr)
 
 
 def _print_notes(data: dict) -> None:
@@ -270,58 +213,42 @@ def _errors_line(entry: dict) -> str:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from evalkit.registry import Registry
+    import pandas as pd
 
-    reg = Registry(extra_dirs=args.tasks_dir)
     if args.show:
         from evalkit.data.layout import describe_task
+        from evalkit.registry import Registry
 
-        print(describe_task(reg.get(args.show), args.data_dir))
+        print(describe_task(Registry(extra_dirs=args.tasks_dir).get(args.show), args.data_dir))
         return 0
-    names = reg.groups.get(args.group, []) if args.group else sorted(reg.tasks)
-    if args.group and not names:
-        print(f"evalkit: error: no group {args.group!r}; groups: {', '.join(sorted(reg.groups))}", file=sys.stderr)
+    from evalkit.api import list_tasks
+    from evalkit.compare import load_paper
+
+    every = list_tasks(args.tasks_dir)
+    groups: dict[str, int] = {}
+    for task_groups in every["groups"]:
+        for g in task_groups:
+            groups[g] = groups.get(g, 0) + 1
+    table = every[every["groups"].map(lambda g: args.group in g)] if args.group else every
+    if args.group and table.empty:
+        print(f"evalkit: error: no group {args.group!r}; groups: {', '.join(sorted(groups))}", file=sys.stderr)
         return 2
-    paper = _paper_numbers()
-    rows = [("task", "groups", "dataset", "split", "metric", "output", "paper: Qwen-VL / -Chat")]
-    for name in names:
-        s = reg.tasks[name]
-        files = s.dataset.data_files
-        if isinstance(files, dict):  # one file per split: show the evaluated one
-            files = files.get(s.dataset.split, next(iter(files.values()), ""))
-        where = s.dataset.path or _short(files) or s.dataset.format
-        same = re.sub(r"_(files|tsv)$", "", name)  # another data route of the same benchmark
-        numbers = [paper.get(model, {}).get(same) for model in ("Qwen-VL", "Qwen-VL-Chat")]
+    columns = ("task", "groups", "dataset", "split", "metric", "output")
+    rows = [(*columns, "paper: Qwen-VL / -Chat")]
+    for r in table.itertuples(index=False):
+        numbers = [None if pd.isna(v) else v for v in (r.paper, r.paper_chat)]
         shown = " / ".join("-" if v is None else f"{v:g}" for v in numbers) if any(v is not None for v in numbers) else ""
-        rows.append((name, ",".join(s.groups), str(where), s.dataset.split,
-                     ",".join(m.name for m in s.metrics) or ("submission" if s.submission else ""), s.output_type, shown))
+        rows.append((*(",".join(v) if c == "groups" else str(v) for c, v in zip(columns, r)), shown))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
-    print(f"\n{len(names)} tasks; groups: {', '.join(f'{g} ({len(t)})' for g, t in sorted(reg.groups.items()))}")
-    for name, entry in _paper_numbers().get("absent", {}).items():  # reported by the paper, not runnable
+    print(f"\n{len(table)} tasks; groups: {', '.join(f'{g} ({n})' for g, n in sorted(groups.items()))}")
+    for name, entry in load_paper(None).get("absent", {}).items():  # reported by the paper, not runnable
         reported = ", ".join(f"{m} {v:g}" for m, v in entry.items() if isinstance(v, int | float))
         print(f"not available: {name} (paper: {reported}): {entry.get('why', '')}")
     return 0
-
-
-def _paper_numbers() -> dict:
-    """results/paper.json's models by name, plus its `absent` entries (tasks the paper reports that evalkit
-    cannot run); empty when the file is missing (an installed wheel without results/)."""
-    import json
-
-    file = Path(__file__).resolve().parents[1] / "results" / "paper.json"
-    if not file.exists():
-        return {}
-    data = json.loads(file.read_text(encoding="utf-8"))
-    return {**data.get("models", {}), "absent": data.get("absent", {})}
-
-
-def _short(files: object) -> str:
-    text = files if isinstance(files, str) else str(files) if files else ""
-    return text.replace("{evalkit}/", "evalkit/")
 
 
 def _handlers() -> dict[str, Callable[[argparse.Namespace], int]]:

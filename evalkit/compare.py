@@ -16,6 +16,10 @@ mismatch is a numbered note in the table, never silently compared. Significance 
 paired test on the per-sample scores of shared samples (`evalkit.metrics.stats.paired_test`:
 McNemar for 0/1 scores, paired bootstrap otherwise); where one side has no per-sample scores
 (a committed bare run.json), from a z-test on the two 95% CIs.
+
+Called, this module is the Python API's `compare` (`evalkit.compare(runs, baseline=...)`, see
+`evalkit.api.compare`): `evalkit.compare` names both, and a submodule import would otherwise
+replace the package's function with the module.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,6 +328,12 @@ class Table:
                 "scores, paired bootstrap otherwise; a z-test on the CIs where per-sample scores are missing)")
         return lines
 
+    def frame(self) -> TableFrame:
+        """`numeric_frame` that also renders as this table (what `evalkit.compare` returns)."""
+        frame = TableFrame(self.numeric_frame())
+        frame.table = self
+        return frame
+
     def render(self, fmt: str = "md") -> str:
         if fmt == "csv":
             return self.numeric_frame().to_csv(index=False, float_format="%.6g")
@@ -339,6 +351,23 @@ class Table:
             tail = "".join(f"\\par\\footnotesize {latex_escape(line)}\n" for line in self.legend() + notes)
             return body + tail
         raise ValueError(f"unknown format {fmt!r} (md, csv, html, latex)")
+
+
+class TableFrame(pd.DataFrame):
+    """A comparison as numbers (one column per value, CI bound, delta, p-value, in points) that also
+    renders as `evalkit compare` prints it. Frames derived from it (a selection, a sort) are plain
+    DataFrames: `render` always shows the whole comparison it came from."""
+
+    _metadata = ["table"]
+    table: Table
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame
+
+    def render(self, fmt: str = "md") -> str:
+        """The table as text: "md" (markdown with the legend and notes), "csv", "html" or "latex"."""
+        return self.table.render(fmt)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -607,14 +636,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     Values are points (stored 0..1 metric x 100). Runs that evaluated different samples, task
     specs, prompts or settings are flagged with numbered notes under the table.
     """
-    runs = [open_run(p) for p in args.runs]
-    baseline = None
-    if args.baseline:  # one of the runs (however its path is spelled) or an extra first column
-        same = [r for r, p in zip(runs, args.runs) if _run_file(p) == _run_file(args.baseline)]
-        baseline = same[0] if same else open_run(args.baseline)
+    from evalkit.api import compare
+
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    paper = load_paper(args.paper or None) if args.paper is not None else None
-    text = build_table(runs, baseline, tasks, paper, args.significance).render(args.format)
+    paper = False if args.paper is None else args.paper or True  # --paper alone: the shipped paper.json
+    text = compare(args.runs, args.baseline, tasks=tasks, paper=paper, alpha=args.significance).render(args.format)
     if args.output:
         from evalkit.results import atomic_write_text
 
@@ -625,8 +651,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_file(path: str) -> Path:
-    p = Path(path).resolve()
+def run_file(run: str | Path | Run) -> Path:
+    """The run.json a path or a loaded run stands for, resolved: the same run however it is spelled."""
+    if isinstance(run, BareRun):
+        return run.source.resolve()
+    if isinstance(run, Run):
+        return (run.path / "run.json").resolve()
+    p = Path(run).resolve()
     return p / "run.json" if p.is_dir() else p
 
 
@@ -644,3 +675,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     a, b = unique_labels([run_a, run_b])
     print(format_diff(diff_runs(run_a, run_b, args.task, args.metric), a, b, args.limit))
     return 0
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> TableFrame:
+        from evalkit.api import compare
+
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule  # evalkit.compare(...) is evalkit.api.compare (docstring)
