@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import checkout_env
 from fixtures.catalog import DATA, PREDS, registry
 
 import evalkit
@@ -43,7 +44,8 @@ def runs(tmp_path_factory) -> dict[str, evalkit.Run]:
 def test_import_evalkit_is_cheap():
     code = ("import sys, evalkit; print(sorted(m for m in ('torch', 'pandas', 'transformers', 'evalkit.api') "
             "if m in sys.modules)); print(all(callable(getattr(evalkit, n)) for n in evalkit.__all__ if n != '__version__'))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=checkout_env(), capture_output=True, text=True,
+                         check=True).stdout
     assert out.split("\n")[:2] == ["[]", "True"]
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import checkout_env
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -32,6 +33,8 @@ SKIPPED = {
     'pip install torch==2.13.0 && pip install -e ".[dev]"':
         "installs packages (.ci/run runs it); the `evalkit run -o runs/ci` below is the same demo run",
     "python -m pytest -q": "the test suite itself",
+    "python -m pytest -m gpu -q": "the test suite itself (its CUDA tests, tests/test_gpu.py)",
+    "python benchmarks/mutation.py": "mutmut over a scope, minutes to an hour; not in CI (tests/README.md records the scores)",
     "evalkit run --model qwen-vl:/ckpt/Qwen-VL": "a real checkpoint",
     "evalkit run --model replay:preds.json --tasks okvqa_val":
         "predictions made elsewhere and the OK-VQA download (tests/test_tasks_catalog.py replays every task on fixtures)",
@@ -130,8 +133,8 @@ def ran(tmp_path_factory) -> Ran:
         shim.parent.mkdir(exist_ok=True)
         shim.write_text(f'#!/bin/sh\nexec {argv} "$@"\n')
         shim.chmod(0o755)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GITHUB_STEP_SUMMARY": str(aside / "summary.md"),
-           "PATH": os.pathsep.join([str(aside / "bin"), str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = checkout_env(GITHUB_STEP_SUMMARY=str(aside / "summary.md"),
+                       PATH=os.pathsep.join([str(aside / "bin"), str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     results: dict[Command, subprocess.CompletedProcess] = {}
     seconds: dict[Command, float] = {}
     for i, cmd in enumerate(RUN):
