@@ -185,30 +185,38 @@ def task_requests(names: str, data_dir: str | None, limit: int, style: str) -> l
 
 
 # -- hardware ----------------------------------------------------------------------------------
-def measure_hardware(device, dtype) -> dict[str, float]:
-    """Peak matmul FLOP/s (best of a few square matmuls) and copy bandwidth (read + write)."""
+def measure_hardware(device, dtype) -> dict[str, Any]:
+    """Peak matmul FLOP/s and copy bandwidth (read + write), each the best of several timed runs
+    after a warm-up, with the spread (worst / best) so a busy machine shows as a wide spread.
+    One matmul gives the same code 46-62% "of the limit" from run to run; the best of several
+    2048^3 matmuls (4096^3 on a GPU) is steady."""
     import torch
 
-    n = 4096 if device.type == "cuda" else 1536
+    cuda = device.type == "cuda"
+    n = 4096 if cuda else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    flops = []
-    for _ in range(4 if device.type == "cuda" else 3):
-        started = _sync_time(device)
-        for _ in range(10 if device.type == "cuda" else 1):
-            a @ b
-        flops.append((10 if device.type == "cuda" else 1) * 2 * n**3 / (_sync_time(device) - started))
-    size = (1 << 30) if device.type == "cuda" else (1 << 26)  # bytes; past the GPU's L2
+    repeat = 10 if cuda else 1
+    flops = [repeat * 2 * n**3 / s for s in _timings(lambda: [a @ b for _ in range(repeat)], device, 7)]
+    size = (1 << 30) if cuda else (1 << 27)  # bytes: far past the GPU's L2 / the CPU's caches
     src = torch.empty(size // 4, device=device, dtype=torch.float32).fill_(1)
     dst = torch.empty_like(src)
-    bandwidth = []
-    copies = 10 if device.type == "cuda" else 1
-    for _ in range(3):
+    copies = 10 if cuda else 2
+    bandwidth = [2 * size * copies / s for s in _timings(lambda: [dst.copy_(src) for _ in range(copies)], device, 7)]
+    return {"matmul_flops": max(flops), "bandwidth_bytes_s": max(bandwidth),
+            "matmul_spread": min(flops) / max(flops), "bandwidth_spread": min(bandwidth) / max(bandwidth),
+            "matmul_n": n, "runs": len(flops)}
+
+
+def _timings(fn, device, runs: int) -> list[float]:
+    """Seconds of each of `runs` calls of fn, after one untimed warm-up call."""
+    fn()
+    out = []
+    for _ in range(runs):
         started = _sync_time(device)
-        for _ in range(copies):
-            dst.copy_(src)
-        bandwidth.append(2 * size * copies / (_sync_time(device) - started))
-    return {"matmul_flops": max(flops[1:]), "bandwidth_bytes_s": max(bandwidth[1:])}
+        fn()
+        out.append(_sync_time(device) - started)
+    return out
 
 
 def _sync_time(device) -> float:
@@ -388,7 +396,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "outputs_agree_with_generate": agree,
         "limit": hardware_limit(needed_work(model, requests, engine["_stats"]), peak, bw, engine),
         "engine_batch1_decode": engine_batch1_decode(model, requests[:3], device, peak, bw),
-        "hardware": {"matmul_tflops": peak / 1e12, "bandwidth_gb_s": bw / 1e9},
+        "hardware": {"matmul_tflops": peak / 1e12, "bandwidth_gb_s": bw / 1e9,
+                     "matmul_spread": hardware["matmul_spread"], "bandwidth_spread": hardware["bandwidth_spread"],
+                     "matmul_n": hardware["matmul_n"], "runs": hardware["runs"]},
         "device": _device_name(device),
         "dtype": str(dtype).removeprefix("torch."),
         "config": {**source, **workload, "engine_batch_size": args.batch_size,
@@ -517,7 +527,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"({e['prompt_tokens']} tokens, {e['padded_prompt_tokens']} with padding), decode {e['decode_s']:.2f}s, "
         f"other {e['other_s']:.2f}s",
         f"hardware: {r['hardware']['matmul_tflops'] * 1e3:.1f} GFLOP/s matmul, "
-        f"{r['hardware']['bandwidth_gb_s']:.1f} GB/s copy; needed {lim['gflop_per_request']:.2f} GFLOP/request",
+        f"{r['hardware']['bandwidth_gb_s']:.1f} GB/s copy (best of {r['hardware']['runs']}; worst run "
+        f"{100 * r['hardware']['matmul_spread']:.0f}% / {100 * r['hardware']['bandwidth_spread']:.0f}% of best); needed {lim['gflop_per_request']:.2f} GFLOP/request",
         f"achieved fraction of the limit: {frac(lim['achieved_fraction'])} overall (vision "
         f"{frac(lim['vision_fraction'])}, prefill {frac(lim['prefill_fraction'])}, decode "
         f"{frac(lim['decode_fraction'])}, decode is {lim['decode_bound']}-bound)",

@@ -44,6 +44,7 @@ import torch
 from evalkit.models.qwen_vl.config import QwenVLConfig
 from evalkit.models.qwen_vl.language import ntk_alpha
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
+from evalkit.models.qwen_vl.prefetch import PixelPrefetcher, default_workers
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
 from evalkit.task import ChoiceScore, ImageError, ImageRef, Request
 
@@ -130,6 +131,7 @@ class EngineConfig:
     prefill_tokens: int | None = None  # tokens per prefill chunk; None: 1024 on CPU, 32768 on GPU
     feature_cache_bytes: int = 2 << 30
     compile: bool = False  # torch.compile the vision tower and MLPs (shape-dynamic)
+    image_workers: int | None = None  # threads decoding the next batch's images; None: the spare cores, 0: inline
 
 
 @dataclass
@@ -293,6 +295,8 @@ class QwenVLEngine:
         self._stop_tables: dict[tuple[str, ...], torch.Tensor] = {}
         self._token_bytes: list[bytes] | None = None
         self._visual: Callable[[torch.Tensor], torch.Tensor] = model.transformer.visual
+        workers = self.config.image_workers
+        self.images = PixelPrefetcher(processor.transform, default_workers(self.device) if workers is None else workers)
         self._compiled_mlps: list[torch.nn.Module] = []
         if self.config.compile:  # compiled copies, not the model's own modules: see _compiled()
             self._visual = torch.compile(model.transformer.visual, dynamic=True)
@@ -386,6 +390,7 @@ class QwenVLEngine:
         while start < len(order):
             chunk = order[start : start + size]
             batch = [prepared[i] for i in chunk]
+            self._prefetch_images(batch, [prepared[i] for i in order[start + size : start + 2 * size]])
             work = self.stats.work()
             try:
                 outputs = run_batch(batch)
@@ -439,6 +444,13 @@ class QwenVLEngine:
         return int(max(1, min(cap, (0.7 * self._free_memory() - fixed) // per_request)))
 
     # -- images ----------------------------------------------------------------------------
+    def _prefetch_images(self, batch: list[Prepared], upcoming: list[Prepared]) -> None:
+        """Start decoding the next batch's images (those neither cached nor in this batch) while
+        this batch runs."""
+        current = {ref.key for p in batch for ref in p.images}
+        self.images.prefetch(ref for p in upcoming for ref in p.images
+                             if ref.key not in current and ref.key not in self.features)
+
     def _image_features(self, batch: list[Prepared]) -> torch.Tensor | None:
         """Features [n_img, Q, D] of the batch's images in row-major `<img>` order; each distinct
         key not in the cache is encoded once."""
@@ -460,10 +472,11 @@ class QwenVLEngine:
         if missing:
             started = self._now()
             items = list(missing.items())
+            self.images.prefetch(ref for ref, _ in missing.values())  # decoded in parallel
             for s in range(0, len(items), self.config.vision_batch_size):
                 part = items[s : s + self.config.vision_batch_size]
-                pixels = torch.stack([self._pixels(ref, request) for _, (ref, request) in part])
-                out = self._visual(pixels.to(self.device, self.model.dtype))
+                pixels = self._stack([self._pixels(ref, request) for _, (ref, request) in part])
+                out = self._visual(pixels.to(self.device, non_blocking=True).to(self.model.dtype))
                 for (key, _), feats in zip(part, out):
                     local[key] = feats.clone()
                     self.features.put(key, local[key])
@@ -472,9 +485,16 @@ class QwenVLEngine:
             self.stats.vision_s += self._now() - started
         return torch.stack([local[ref.key] for ref in refs])
 
+    def _stack(self, pixels: list[torch.Tensor]) -> torch.Tensor:
+        """One tensor of a vision sub-batch; in pinned memory on CUDA, so the copy is asynchronous."""
+        if self.device.type != "cuda":
+            return torch.stack(pixels)
+        out = torch.empty((len(pixels), *pixels[0].shape), dtype=pixels[0].dtype, pin_memory=True)
+        return torch.stack(pixels, out=out)
+
     def _pixels(self, ref: ImageRef, request: Request) -> torch.Tensor:
         try:
-            return self.processor.transform(ref)
+            return self.images.get(ref)
         except ImageError as exc:
             raise ImageError(f"sample {request.sample_id}: {exc}") from exc
 
@@ -545,6 +565,8 @@ class QwenVLEngine:
         hidden, mask, cache = self._prefill(batch, steps)
         started = self._now()
         width = mask.size(1) - steps
+        mask = mask.bool()  # once per batch: the model takes a decode step's bool mask as it is
+        sync_every = 4 if device.type == "cuda" else 1  # how often the host reads the active count
         tokens = torch.full((len(batch), steps), pad, dtype=torch.long, device=device)
         rows = torch.arange(len(batch), device=device)  # cache row -> batch row
         active = max_new > 0
@@ -556,6 +578,7 @@ class QwenVLEngine:
                     input_ids=token[:, None], attention_mask=mask[:, : width + step], cache=cache
                 )[:, -1]
                 self.stats.decode_row_steps += len(rows)
+                self.stats.decode_steps += 1
             logits = self.model.lm_head(hidden)
             if step < hold_eos:  # min_new_tokens holds back every stop id, as generate() does its eos ids
                 held = logits.gather(1, stop_ids)
@@ -567,6 +590,8 @@ class QwenVLEngine:
             if tables is not None:
                 done |= self._hit_stop(tables, rows, token, active & ~done, tokens, step, stop_sets)
             active = active & ~done
+            if (step + 1) % sync_every and step + 1 < steps:
+                continue  # no host sync this step: finished rows keep writing pad until the next check
             n_active = int(active.sum())
             if n_active == 0:
                 break
@@ -577,7 +602,6 @@ class QwenVLEngine:
                 max_new, min_new, stop_ids = max_new[keep], min_new[keep], stop_ids[keep]
                 if tables is not None:
                     tables = tables[keep]
-            self.stats.decode_steps += 1
         self._sync()
         self.stats.decode_s += self._now() - started
         self.stats.generated_tokens += int(produced.sum())

@@ -55,6 +55,10 @@ def rotary_cos_sin(
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate-half rotary on the first cos.size(-1) channels of x [B, H, L, D], in fp32."""
     rot = cos.size(-1)
+    if rot == x.size(-1):  # the whole head rotates (rotary_pct 1, every Qwen-VL): no pass-through concat
+        xf = x.float()
+        x1, x2 = xf.chunk(2, dim=-1)
+        return (xf * cos + torch.cat((-x2, x1), dim=-1) * sin).type_as(x)
     x_rot, x_pass = x[..., :rot].float(), x[..., rot:].float()
     x1, x2 = x_rot.chunk(2, dim=-1)
     x_rot = x_rot * cos + torch.cat((-x2, x1), dim=-1) * sin

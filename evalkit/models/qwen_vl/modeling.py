@@ -78,8 +78,9 @@ class QwenModel(nn.Module):
         past = cache.get_seq_length() if cache is not None else 0
         if inputs_embeds is None:
             hidden = self.drop(self.wte(input_ids))
-            has_images = bool((input_ids == config.visual["image_start_id"]).any())
-            if past == 0 and (has_images or pixel_values is not None or image_features is not None):
+            # images only at prefill; checked there alone (a host sync per decode step otherwise)
+            if past == 0 and (pixel_values is not None or image_features is not None
+                              or bool((input_ids == config.visual["image_start_id"]).any())):
                 if image_features is None:
                     if pixel_values is None:
                         raise ValueError("input_ids contain <img> spans but no pixel_values were given")
@@ -101,16 +102,22 @@ class QwenModel(nn.Module):
         else:
             alphas = cache.qwen_ntk_alpha
         cos, sin = rotary_cos_sin(positions, alphas, config.rotary_dim, config.rotary_emb_base)
-        query_scale = logn_scale(positions, config.seq_length) if config.use_logn_attn else None
+        # logn scales queries past `seq_length` only (below it the scale is exactly 1: skip it)
+        use_logn = config.use_logn_attn and past + length > config.seq_length
+        query_scale = logn_scale(positions, config.seq_length) if use_logn else None
 
-        # Boolean mask [B, 1, L, past+L]: causal, no padded keys; every query sees itself, so a
-        # padded query row is never empty (its output is unused).
-        key_index = torch.arange(past + length, device=hidden.device)
-        query_index = past + torch.arange(length, device=hidden.device)
-        causal = key_index[None, :] <= query_index[:, None]
-        is_self = key_index[None, :] == query_index[:, None]
-        allowed = (causal[None] & mask.bool()[:, None, :]) | is_self[None]
-        allowed = allowed[:, None]
+        if mask.dtype == torch.bool and length == 1 and past > 0:
+            # a decode step with a bool mask (the engine's, built once per batch): its last key is
+            # the new token itself, always allowed, so the mask is the attention mask as it is
+            allowed = mask[:, None, None, :]
+        else:
+            # Boolean mask [B, 1, L, past+L]: causal, no padded keys; every query sees itself, so a
+            # padded query row is never empty (its output is unused).
+            key_index = torch.arange(past + length, device=hidden.device)
+            query_index = past + torch.arange(length, device=hidden.device)
+            causal = key_index[None, :] <= query_index[:, None]
+            is_self = key_index[None, :] == query_index[:, None]
+            allowed = ((causal[None] & mask.bool()[:, None, :]) | is_self[None])[:, None]
 
         cos, sin = cos.to(hidden.device), sin.to(hidden.device)
         if query_scale is not None:
