@@ -208,6 +208,39 @@ def test_each_distinct_image_is_encoded_once(tiny_model, tiny_processor, tiny_di
     assert first == engine(tiny_model, tiny_processor, batch_size=1, feature_cache_bytes=0).generate(reqs)
 
 
+def test_images_are_decoded_once_ahead_of_the_model(tiny_model, tiny_processor, tiny_dir):
+    """The next batch's images are decoded on the prefetch pool while the current one runs,
+    each distinct image once per run; outputs equal inline decoding."""
+    a, b, c = ref("img_a.png", tiny_dir), ref("img_b.png", tiny_dir), gradient_image()
+    reqs = [Request(f"q{i}", "t", ["<img>", im, f"</img>{TEXTS[i % 8]}"], max_new_tokens=2)
+            for i, im in enumerate([a, b, c] * 4)]
+    decoded: list[str] = []
+    batches: list[int] = []
+
+    def counting(image):
+        decoded.append(image.key)
+        return tiny_processor.transform(image)
+
+    eng = engine(tiny_model, tiny_processor, batch_size=2, image_workers=2)
+    eng.images.transform = counting
+    run_batch = eng._generate_batch
+
+    seen: set[str] = set()
+
+    def spy(batch):  # (images submitted when a batch starts, distinct images of the batches up to it)
+        seen.update(ref.key for p in batch for ref in p.images)
+        batches.append((eng.images.submitted, len(seen)))
+        return run_batch(batch)
+
+    eng._generate_batch = spy
+    out = eng.generate(reqs)
+    assert sorted(decoded) == sorted({a.key, b.key, c.key})  # each distinct image decoded once
+    assert batches[-1][1] == 3 > batches[0][1]  # later batches bring new images...
+    assert all(submitted >= needed for submitted, needed in batches[1:])  # ...submitted before they ran
+    inline = engine(tiny_model, tiny_processor, batch_size=2, image_workers=0)
+    assert out == inline.generate(reqs) and inline.images.submitted == 0
+
+
 def test_feature_cache_byte_bound_evicts(tiny_model, tiny_processor, tiny_dir):
     per_image = 256 * tiny_model.config.hidden_size * 4  # fp32 [Q, D]
     eng = engine(tiny_model, tiny_processor, batch_size=1, feature_cache_bytes=2 * per_image)
