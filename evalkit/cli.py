@@ -114,7 +114,10 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=_int_list, default=[0], help="few-shot counts, e.g. 0,4 (default 0)")
     p.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N samples of each task")
     p.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling and bootstrap CIs (default 0)")
-    p.add_argument("--batch-size", type=_batch_size, default=8, help="requests per model call, or 'auto' (default 8)")
+    p.add_argument("--batch-size", type=_batch_size, default="auto",
+                   help="requests per batch, or 'auto': the largest batch memory allows, the runner handing the "
+                        "model enough requests per call to fill it; results are still saved batch by batch "
+                        "(default auto)")
     p.add_argument("--dtype", type=_dtype, default=None,
                    help="model dtype: fp32 | bf16 | fp16 (default: fp32 on CPU, bf16 on GPU)")
     p.add_argument("--device", type=_device, default=None, help="cpu | cuda | cuda:N | mps (default: cuda if available)")

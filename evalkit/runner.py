@@ -18,7 +18,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -45,7 +45,7 @@ class RunSettings:
     shots: list[int] = field(default_factory=lambda: [0])
     limit: int | None = None
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int | None = None  # requests per model call; None ("auto"): the model's own call_size
     prompt_style: str | None = None  # None: the model's own
     data_dir: str | None = None
     max_errors: int | None = None
@@ -65,6 +65,9 @@ def error_kinds(preds: list[Prediction]) -> dict[str, int]:
             kind = head if head.isidentifier() else "other"
             kinds[kind] = kinds.get(kind, 0) + 1
     return dict(sorted(kinds.items()))
+
+
+AUTO_CALL_SIZE = 64  # requests per call with --batch-size auto, for a model that does not say (call_size)
 
 
 class Interrupted(RuntimeError):
@@ -307,15 +310,24 @@ class Runner:
         cache = SampleCache(self.out / "samples" / f"{key}.jsonl")
         own = SampleCache(cache.path.with_suffix(f".rank{self.dist.rank}.jsonl")) if self.dist.enabled else cache
         mine = self.dist.shard(pending)
-        bs = max(1, int(self.settings.batch_size))
+        bs = self._call_size()
         errors = cached_errors
         new: list[Prediction] = []
+
+        def save(done: list[Prediction]) -> None:
+            """A model batch finished inside a call: saved now (resume), counted on the bar."""
+            own.append(done)
+            if not self.dist.enabled:
+                bar.update(len(done))
+                if stop["stop"]:  # alone, a Ctrl-C need not wait for the whole call
+                    raise Interrupted(f"stopped during {key}; re-run the same command to resume")
+
         for step in range(self.dist.steps(len(pending), bs)):
-            preds = self._predict(spec, mine[step * bs : (step + 1) * bs], shots, pool)
-            own.append(preds)
+            preds = self._predict(spec, mine[step * bs : (step + 1) * bs], shots, pool, save)
             new += preds
             n_done, n_errors, n_stop = self.dist.sum(len(preds), sum(1 for p in preds if p.error), int(stop["stop"]))
-            bar.update(n_done)
+            if self.dist.enabled:
+                bar.update(n_done)
             errors += n_errors
             self._check_errors(spec, errors)
             if n_stop:
@@ -393,7 +405,18 @@ class Runner:
 
     # ------------------------------------------------------------ model calls
 
-    def _predict(self, spec: TaskSpec, chunk: list[Sample], shots: int, pool: list[Sample]) -> list[Prediction]:
+    def _call_size(self) -> int:
+        """Requests per model call: --batch-size N, or with "auto" what the model asks for (the
+        engine batches inside a call; smaller calls would cap its batch)."""
+        if self.settings.batch_size is not None:
+            return max(1, int(self.settings.batch_size))
+        return max(1, int(getattr(self.model, "call_size", AUTO_CALL_SIZE)))
+
+    def _predict(
+        self, spec: TaskSpec, chunk: list[Sample], shots: int, pool: list[Sample],
+        save: Callable[[list[Prediction]], None] = lambda done: None,
+    ) -> list[Prediction]:
+        """Predictions for `chunk`, each passed to `save` once as soon as it is final."""
         preds: list[Prediction] = []
         ready: list[tuple[Prediction, Request]] = []
         for sample in chunk:
@@ -415,12 +438,44 @@ class Runner:
             ready.append((pred, request))
         if ready and hasattr(self.model, "load"):
             self.model.load()  # a model that fails to load is the run's error, not every sample's
-        self._call(spec, ready)
+        saved: set[int] = set()
+        if getattr(self.model, "streams_batches", False) and len(ready) > 1:
+            left = self._call_streaming(spec, ready, save, saved)
+            for s in range(0, len(left), AUTO_CALL_SIZE):  # a failed call: find the culprit a chunk at a time
+                self._call(spec, left[s : s + AUTO_CALL_SIZE])
+        else:
+            self._call(spec, ready)
+        save([p for p in preds if id(p) not in saved])
         return preds
 
     def _context_error(self, request: Request) -> str | None:
         check = getattr(self.model, "context_error", None)
         return check(request) if check is not None else None
+
+    def _call_streaming(
+        self, spec: TaskSpec, ready: list[tuple[Prediction, Request]],
+        save: Callable[[list[Prediction]], None], saved: set[int],
+    ) -> list[tuple[Prediction, Request]]:
+        """One call; each model batch is set and saved as it finishes. Returns what is left to
+        do the plain way (everything not yet saved, if the call failed; else nothing)."""
+
+        def on_batch(indices: list[int], results: list[Any]) -> None:
+            done = [ready[i] for i in indices]
+            self._set_results(spec, done, results)
+            saved.update(id(pred) for pred, _ in done)
+            save([pred for pred, _ in done])
+
+        requests = [r for _, r in ready]
+        try:
+            if spec.output_type == "choice":
+                self.model.loglikelihood(requests, on_batch=on_batch)
+            else:
+                self.model.generate(requests, on_batch=on_batch)
+        except (KeyboardInterrupt, MemoryError, Interrupted):
+            raise
+        except Exception:
+            pass  # the rest goes the plain way, which finds the culprit and records it
+        return [item for item in ready if id(item[0]) not in saved]
 
     def _call(self, spec: TaskSpec, ready: list[tuple[Prediction, Request]]) -> None:
         if not ready:
@@ -442,6 +497,13 @@ class Runner:
                     self._call(spec, [item])
                 return
             ready[0][0].error = f"{type(exc).__name__}: {exc}"
+            return
+        self._set_results(spec, ready, results)
+
+    def _set_results(self, spec: TaskSpec, ready: list[tuple[Prediction, Request]], results: list[Any]) -> None:
+        if len(results) != len(ready):
+            for pred, _ in ready:
+                pred.error = f"MalformedOutput: the model returned {len(results)} results for {len(ready)} requests"
             return
         for (pred, request), result in zip(ready, results):
             try:

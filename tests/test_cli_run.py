@@ -123,3 +123,58 @@ def test_tasks_command_lists_specs(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     assert "vqav2_mini" in out and "vqa_accuracy" in out and "/VQAv2" in out
+
+
+class Streaming(ReplayModel):
+    """Replays in batches of 3 inside one call, as the Qwen-VL engine does with "auto": reports
+    each batch through on_batch, records what the cache file held at each report, and fails on
+    request `bad` (a call of that request alone fails too)."""
+
+    streams_batches = True
+    call_size = 10
+
+    def __init__(self, path, cache_file: Path, bad: str | None = None):
+        super().__init__(path)
+        self.cache_file, self.bad = cache_file, bad
+        self.calls: list[int] = []
+        self.saved_at_report: list[int] = []
+
+    def generate(self, requests, on_batch=None):
+        self.calls.append(len(requests))
+        out = []
+        for s in range(0, len(requests), 3):
+            part = requests[s : s + 3]
+            if any(r.sample_id == self.bad for r in part):
+                raise ValueError(f"cannot decode image of {self.bad}")
+            texts = super().generate(part)
+            out += texts
+            if on_batch is not None:
+                lines = self.cache_file.read_text().splitlines() if self.cache_file.exists() else []
+                self.saved_at_report.append(len(lines))
+                on_batch(list(range(s, s + len(part))), texts)
+        return out
+
+
+def test_auto_hands_the_model_its_call_size_and_saves_each_batch(tmp_path):
+    specs = Registry().select("vqav2_mini")
+    out = tmp_path / "a"
+    model = Streaming(PREDS, out / "samples" / "vqav2_mini.jsonl")
+    data = Runner(model, RunSettings(output=out, progress=False, model_spec="replay")).run(specs)
+    assert model.calls == [10, 8]  # batch_size None ("auto"): the model's call_size per call, not 8 or 64
+    assert model.saved_at_report == [0, 3, 6, 9, 10, 13, 16]  # each batch was on disk before the next finished
+    full = Runner(KilledAfter(PREDS), RunSettings(output=tmp_path / "b", batch_size=4, progress=False,
+                                                  model_spec="replay")).run(specs)
+    assert strip_volatile(data) == strip_volatile(full)
+
+
+def test_a_failing_request_in_a_streamed_call_is_recorded_alone(tmp_path):
+    specs = Registry().select("vqav2_mini")
+    out = tmp_path / "a"
+    bad = str(json.loads(PREDS.read_text())[4]["question_id"])
+    model = Streaming(PREDS, out / "samples" / "vqav2_mini.jsonl", bad=bad)
+    data = Runner(model, RunSettings(output=out, progress=False, model_spec="replay")).run(specs)
+    task = data["tasks"]["vqav2_mini"]
+    assert task["n_samples"] == 18 and task["n_errors"] == 1
+    rows = [json.loads(x) for x in (out / "samples" / "vqav2_mini.jsonl").read_text().splitlines()]
+    assert [r["sample_id"] for r in rows if r.get("error")] == [bad]
+    assert "cannot decode image" in next(r["error"] for r in rows if r.get("error"))

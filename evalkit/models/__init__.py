@@ -84,11 +84,18 @@ class LazyModel:
             self.name = self._identity.get("name", self.name)
         return self._identity
 
-    def generate(self, requests: list[Request]) -> list[str]:
-        return self.load().generate(requests)
+    def generate(self, requests: list[Request], **options: Any) -> list[str]:
+        return self.load().generate(requests, **options)
 
-    def loglikelihood(self, requests: list[Request]) -> list[list[ChoiceScore]]:
-        return self.load().loglikelihood(requests)
+    def loglikelihood(self, requests: list[Request], **options: Any) -> list[list[ChoiceScore]]:
+        return self.load().loglikelihood(requests, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        """How the loaded model wants to be called (`call_size`, `streams_batches`): asked only when
+        samples are pending, so the model loads then and not before."""
+        if name in ("call_size", "streams_batches"):
+            return getattr(self.load(), name)
+        raise AttributeError(name)
 
     def context_error(self, request: Request) -> str | None:
         check = getattr(self.load(), "context_error", None)

@@ -49,6 +49,7 @@ from evalkit.models.qwen_vl.processor import QwenVLProcessor
 from evalkit.task import ChoiceScore, ImageError, ImageRef, Request
 
 T = TypeVar("T")
+OnBatch = Callable[[list[int], list[Any]], None]  # (request indices, their results) as each batch finishes
 
 
 def request_text(request: Request) -> str:
@@ -329,14 +330,16 @@ class QwenVLEngine:
     # -- public calls ----------------------------------------------------------------------
     @torch.inference_mode()
     @_engine_call
-    def generate(self, requests: Sequence[Request]) -> list[str]:
-        """One greedy output per request, cut at its first stop string."""
+    def generate(self, requests: Sequence[Request], on_batch: OnBatch | None = None) -> list[str]:
+        """One greedy output per request, cut at its first stop string. `on_batch(indices,
+        outputs)` is called as each batch finishes (so a caller can save results as they come)."""
         prepared = [self._prepare(r) for r in requests]
-        return self._run_batched(prepared, lambda p: max(r.request.max_new_tokens for r in p), self._generate_batch)
+        return self._run_batched(prepared, lambda p: max(r.request.max_new_tokens for r in p), self._generate_batch,
+                                 on_batch)
 
     @torch.inference_mode()
     @_engine_call
-    def loglikelihood(self, requests: Sequence[Request]) -> list[list[ChoiceScore]]:
+    def loglikelihood(self, requests: Sequence[Request], on_batch: OnBatch | None = None) -> list[list[ChoiceScore]]:
         """Summed log-probability of each choice's tokens after the prompt (prompt and choice
         tokenized separately, then concatenated, as eval_mm scores multiple choice). The prompt
         is prefilled once per request and its cache fanned out to the choices, except where a
@@ -357,7 +360,9 @@ class QwenVLEngine:
             if rows:
                 part = [prepared[i] for i in rows]
                 fan_out = max(len(choice_ids[id(p)]) for p in part)
-                for i, out in zip(rows, self._run_batched(part, extra_len, run, fan_out)):
+                report = None if on_batch is None else (  # positions in `rows` -> request indices
+                    lambda done, outs, rows=rows: on_batch([rows[j] for j in done], outs))
+                for i, out in zip(rows, self._run_batched(part, extra_len, run, fan_out, report)):
                     results[i] = out
         return results
 
@@ -371,6 +376,7 @@ class QwenVLEngine:
         extra_len: Callable[[list[Prepared]], int],
         run_batch: Callable[[list[Prepared]], list[T]],
         fan_out: int = 0,
+        on_batch: OnBatch | None = None,
     ) -> list[T]:
         """Sort by prompt length (then image, so questions on one image travel together), cut
         into batches, run each; on out-of-memory halve the batch size and retry the same rows.
@@ -409,6 +415,8 @@ class QwenVLEngine:
             self.stats.batch_sizes.append(len(chunk))
             for i, out in zip(chunk, outputs):
                 results[i] = out
+            if on_batch is not None:
+                on_batch(chunk, outputs)
             start += len(chunk)
         return results
 

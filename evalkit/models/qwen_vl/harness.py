@@ -22,7 +22,14 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from evalkit.models.base import ModelError
 from evalkit.models.qwen_vl.checkpoint import weight_files
-from evalkit.models.qwen_vl.engine import EngineConfig, QwenVLEngine, cut_at_stop, request_text, split_stops
+from evalkit.models.qwen_vl.engine import (
+    EngineConfig,
+    OnBatch,
+    QwenVLEngine,
+    cut_at_stop,
+    request_text,
+    split_stops,
+)
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
 from evalkit.models.qwen_vl.tokenizer import VOCAB_FILE, QwenTokenizer
@@ -81,6 +88,12 @@ def checkpoint_identity(path: str, name: str, dtype: torch.dtype) -> dict[str, A
     }
 
 
+def _report_all(results: list, on_batch: OnBatch | None) -> list:
+    if on_batch is not None and results:
+        on_batch(list(range(len(results))), results)
+    return results
+
+
 class StopOnStrings(StoppingCriteria):
     """Per-row stop once the decoded new text contains any stop string."""
 
@@ -108,6 +121,8 @@ class QwenVLModel:
     """Qwen-VL behind the Model protocol. `prompt_style` picks the task template ("base"/"chat");
     `engine` is "fast" (engine.py) or "hf" (transformers generate()); `batch_size` is an int or
     "auto" (the engine finds the largest batch that fits; the hf path then uses 8)."""
+
+    streams_batches = True  # generate/loglikelihood take on_batch (runner.py saves each batch as it finishes)
 
     def __init__(
         self,
@@ -205,15 +220,23 @@ class QwenVLModel:
         except ImageError as exc:
             raise ImageError(f"sample {request.sample_id}: {exc}") from exc
 
-    def generate(self, requests: list[Request]) -> list[str]:
+    def generate(self, requests: list[Request], on_batch: OnBatch | None = None) -> list[str]:
+        """Outputs in order; `on_batch(indices, outputs)` as each engine batch finishes (runner.py
+        saves them then, so a large call still loses at most one batch to a kill)."""
         if self.engine_name == "fast":
-            return self.engine.generate(requests)
-        return self.generate_hf(requests)
+            return self.engine.generate(requests, on_batch)
+        return _report_all(self.generate_hf(requests), on_batch)
 
-    def loglikelihood(self, requests: list[Request]) -> list[list[ChoiceScore]]:
+    def loglikelihood(self, requests: list[Request], on_batch: OnBatch | None = None) -> list[list[ChoiceScore]]:
         if self.engine_name == "fast":
-            return self.engine.loglikelihood(requests)
-        return self.loglikelihood_hf(requests)
+            return self.engine.loglikelihood(requests, on_batch)
+        return _report_all(self.loglikelihood_hf(requests), on_batch)
+
+    @property
+    def call_size(self) -> int:
+        """Requests the runner should hand over per call: with "auto" batching, enough for the
+        engine to sort by length and fill its largest batch several times over."""
+        return 1024 if self.engine.config.batch_size is None else self.batch_size
 
     @torch.inference_mode()
     def generate_hf(self, requests: list[Request]) -> list[str]:
