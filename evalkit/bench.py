@@ -46,6 +46,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="take requests from these tasks (their data must be available) instead of the "
                         "synthetic VQA workload")
     p.add_argument("--data-dir", default=None, help="directory with local copies of datasets (--tasks)")
+    p.add_argument("--pipeline-batch-sizes", default="",
+                   help="with --tasks, also time the evalkit run pipeline at these --batch-size values "
+                        "(e.g. 8,16,32,64) next to its default, auto")
     p.add_argument("--requests", type=int, default=256, help="requests in the workload (default 256)")
     p.add_argument("--images", type=int, default=64, help="distinct images of the synthetic workload (default 64)")
     p.add_argument("--max-new-tokens", type=int, default=10,
@@ -377,6 +380,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     hardware = measure_hardware(device, dtype)
     engine = run_engine(model, requests, device)
     print(f"  engine: {engine['samples_per_s']:.3f} samples/s (batch {engine['batch_size']})", flush=True)
+    pipeline = run_pipelines(args, model, engine) if args.tasks else None
     subset = requests[: args.baseline_requests]
     per_request = engine["generated_tokens"] / len(requests)
     baselines = [] if args.no_baseline else run_baselines(model, subset, baseline_sizes, device, per_request)
@@ -396,6 +400,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "outputs_agree_with_generate": agree,
         "limit": hardware_limit(needed_work(model, requests, engine["_stats"]), peak, bw, engine),
         "engine_batch1_decode": engine_batch1_decode(model, requests[:3], device, peak, bw),
+        "pipeline": pipeline,
         "hardware": {"matmul_tflops": peak / 1e12, "bandwidth_gb_s": bw / 1e9,
                      "matmul_spread": hardware["matmul_spread"], "bandwidth_spread": hardware["bandwidth_spread"],
                      "matmul_n": hardware["matmul_n"], "runs": hardware["runs"]},
@@ -408,11 +413,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
     print(format_table(result))
+    if pipeline:
+        from evalkit.bench_pipeline import format_pipeline
+
+        print(format_pipeline(result["engine"], pipeline["runs"], pipeline))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     return 0
+
+
+def run_pipelines(args: argparse.Namespace, model, engine: dict[str, Any]) -> dict[str, Any]:
+    """`evalkit run` on the same tasks and requests: at its default (auto), then at each
+    --pipeline-batch-sizes value; compared with the engine alone."""
+    from evalkit.bench_pipeline import compare, run_pipeline
+    from evalkit.models.base import ModelError
+
+    try:
+        sizes = [int(b) for b in args.pipeline_batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        raise ModelError(f"--pipeline-batch-sizes takes integers, got {args.pipeline_batch_sizes!r}") from None
+    runs = []
+    for size in [None, *sizes]:
+        runs.append(run_pipeline(model, args.tasks, args.data_dir, args.requests, size))
+        print(f"  evalkit run pipeline (batch {runs[-1]['batch_size']}): {runs[-1]['samples_per_s']:.3f} samples/s",
+              flush=True)
+    return {"runs": runs, **compare(engine, runs[0])}
 
 
 def _workload(args: argparse.Namespace, model) -> tuple[list, dict[str, Any]]:

@@ -37,6 +37,7 @@ from evalkit.prompts import PromptError, build_request, choice_letters, choose_s
 from evalkit.results import SCHEMA, RunError, SampleCache, atomic_write_json, result_key
 from evalkit.scoring import postprocess, score_task
 from evalkit.task import ChoiceScore, Prediction, Request, Sample, TaskSpec, stable_hash
+from evalkit.timing import PhaseTimer
 
 
 @dataclass
@@ -121,6 +122,7 @@ class Runner:
         self.out = Path(settings.output)
         self.dist = dist or Dist()
         self._subsets: dict[str, bool] = {}
+        self.phases = PhaseTimer()  # where the run's time goes (run.json timing, evalkit bench --tasks)
 
     def run(self, specs: list[TaskSpec]) -> dict[str, Any] | None:
         """Evaluate `specs`; the run data on rank 0 (None on the other ranks, which write no run files).
@@ -131,8 +133,9 @@ class Runner:
         folder (other tasks, other shot counts) as long as their samples files are complete.
         """
         started = time.time()
-        plans = [(spec, self._plan(spec), self._shot_pool(spec) if any(self.settings.shots) else [])
-                 for spec in specs]
+        with self.phases("data"):
+            plans = [(spec, self._plan(spec), self._shot_pool(spec) if any(self.settings.shots) else [])
+                     for spec in specs]
         identity = self.model.identity()
         self.dist.on_main(lambda: self._check_manifest(identity, specs))
         previous = self.dist.on_main(self._previous_results)
@@ -154,7 +157,8 @@ class Runner:
             "settings": self._settings_record(tasks),
             "versions": versions(),
             "tasks": tasks,
-            "timing": {"total_seconds": round(time.time() - started, 3), "world_size": self.dist.world_size},
+            "timing": {"total_seconds": round(time.time() - started, 3), "world_size": self.dist.world_size,
+                       **self.phases.as_dict()},
         }
         atomic_write_json(self.out / "run.json", data)
         return data
@@ -276,7 +280,8 @@ class Runner:
         finally:
             bar.close()
         gathered = self.dist.gather(new)
-        return self.dist.on_main(lambda: self._finish_task(spec, samples, shots, done, gathered or [], started))
+        with self.phases("score"):
+            return self.dist.on_main(lambda: self._finish_task(spec, samples, shots, done, gathered or [], started))
 
     def _refuse_shrink(self, key: str, samples: list[Sample], done: dict[str, Prediction]) -> None:
         """A result is only ever extended: a command that would drop cached samples of it is refused."""
@@ -313,10 +318,13 @@ class Runner:
         bs = self._call_size()
         errors = cached_errors
         new: list[Prediction] = []
+        streamed: set[int] = set()
 
         def save(done: list[Prediction]) -> None:
             """A model batch finished inside a call: saved now (resume), counted on the bar."""
-            own.append(done)
+            with self.phases("save"):
+                own.append(done)
+            streamed.update(id(p) for p in done)
             if not self.dist.enabled:
                 bar.update(len(done))
                 if stop["stop"]:  # alone, a Ctrl-C need not wait for the whole call
@@ -324,6 +332,12 @@ class Runner:
 
         for step in range(self.dist.steps(len(pending), bs)):
             preds = self._predict(spec, mine[step * bs : (step + 1) * bs], shots, pool, save)
+            rest = [p for p in preds if id(p) not in streamed]
+            if rest or len(rest) == len(preds):  # the step's predictions not saved batch by batch
+                with self.phases("save"):
+                    own.append(rest)
+                if not self.dist.enabled:
+                    bar.update(len(rest))
             new += preds
             n_done, n_errors, n_stop = self.dist.sum(len(preds), sum(1 for p in preds if p.error), int(stop["stop"]))
             if self.dist.enabled:
@@ -416,26 +430,28 @@ class Runner:
         self, spec: TaskSpec, chunk: list[Sample], shots: int, pool: list[Sample],
         save: Callable[[list[Prediction]], None] = lambda done: None,
     ) -> list[Prediction]:
-        """Predictions for `chunk`, each passed to `save` once as soon as it is final."""
+        """Predictions for `chunk`; those of a streamed model batch are passed to `save` as soon
+        as the batch finishes, the caller saves the rest."""
         preds: list[Prediction] = []
         ready: list[tuple[Prediction, Request]] = []
-        for sample in chunk:
-            pred = Prediction(sample_id=sample.id, task=spec.name, references=sample.references)
-            preds.append(pred)
-            if "error" in sample.metadata:
-                pred.error = sample.metadata["error"]
-                continue
-            try:
-                request = build_request(spec, sample, self.style, choose_shots(pool, sample, shots, self.settings.seed, spec.name))
-            except PromptError as exc:
-                pred.error = str(exc)
-                continue
-            pred.prompt = request.text()
-            problem = self._context_error(request)
-            if problem:  # never sent: the model would only see a truncated or extrapolated prompt
-                pred.error = f"{CONTEXT_ERROR}: {problem}" + ("; use fewer --shots" if shots else "")
-                continue
-            ready.append((pred, request))
+        with self.phases("prompts"):
+            for sample in chunk:
+                pred = Prediction(sample_id=sample.id, task=spec.name, references=sample.references)
+                preds.append(pred)
+                if "error" in sample.metadata:
+                    pred.error = sample.metadata["error"]
+                    continue
+                try:
+                    request = build_request(spec, sample, self.style, choose_shots(pool, sample, shots, self.settings.seed, spec.name))
+                except PromptError as exc:
+                    pred.error = str(exc)
+                    continue
+                pred.prompt = request.text()
+                problem = self._context_error(request)
+                if problem:  # never sent: the model would only see a truncated or extrapolated prompt
+                    pred.error = f"{CONTEXT_ERROR}: {problem}" + ("; use fewer --shots" if shots else "")
+                    continue
+                ready.append((pred, request))
         if ready and hasattr(self.model, "load"):
             self.model.load()  # a model that fails to load is the run's error, not every sample's
         saved: set[int] = set()
@@ -445,7 +461,6 @@ class Runner:
                 self._call(spec, left[s : s + AUTO_CALL_SIZE])
         else:
             self._call(spec, ready)
-        save([p for p in preds if id(p) not in saved])
         return preds
 
     def _context_error(self, request: Request) -> str | None:
@@ -467,10 +482,11 @@ class Runner:
 
         requests = [r for _, r in ready]
         try:
-            if spec.output_type == "choice":
-                self.model.loglikelihood(requests, on_batch=on_batch)
-            else:
-                self.model.generate(requests, on_batch=on_batch)
+            with self.phases("model"):
+                if spec.output_type == "choice":
+                    self.model.loglikelihood(requests, on_batch=on_batch)
+                else:
+                    self.model.generate(requests, on_batch=on_batch)
         except (KeyboardInterrupt, MemoryError, Interrupted):
             raise
         except Exception:
@@ -482,10 +498,11 @@ class Runner:
             return
         requests = [r for _, r in ready]
         try:
-            if spec.output_type == "choice":
-                results: list[Any] = self.model.loglikelihood(requests)
-            else:
-                results = self.model.generate(requests)
+            with self.phases("model"):
+                if spec.output_type == "choice":
+                    results: list[Any] = self.model.loglikelihood(requests)
+                else:
+                    results = self.model.generate(requests)
             if not isinstance(results, list | tuple) or len(results) != len(ready):
                 got = len(results) if isinstance(results, list | tuple) else type(results).__name__
                 raise MalformedOutput(f"the model returned {got} results for {len(ready)} requests")

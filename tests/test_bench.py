@@ -150,3 +150,40 @@ def test_compile_reaches_the_engine_and_not_the_baselines(source, monkeypatch, t
     assert phases["engine"] > 0 and phases["baselines"] == 0
     figures = json.loads(path.read_text())
     assert figures["config"]["compile"] is True and figures["outputs_agree_with_generate"] == 1.0
+
+
+def test_bench_tasks_times_the_run_pipeline_next_to_the_engine(tmp_path):
+    """--tasks: the benchmark fixture's real-size JPEGs (benchmarks/data, hub VQAv2 schema) through
+    `evalkit run`'s pipeline and through the engine alone, the same requests, split by phase."""
+    path = tmp_path / "figures.json"
+    code, out, err = run_cli(["bench", "--config", str(TINY_CKPT), "--tasks", "vqav2_val", "--data-dir",
+                              str(REPO / "benchmarks" / "data"), "--requests", "6", "--no-baseline", "--device", "cpu", "--dtype", "fp32",
+                              "--pipeline-batch-sizes", "3", "--json", str(path)])
+    assert code == 0, err
+    r = json.loads(path.read_text())
+    engine, pipeline = r["engine"], r["pipeline"]
+    auto, fixed = pipeline["runs"]
+    assert engine["requests"] == auto["requests"] == fixed["requests"] == 6
+    assert auto["errors"] == fixed["errors"] == 0
+    assert (auto["batch_size"], fixed["batch_size"]) == ("auto", 3)
+    assert auto["engine_batch_size"] == 6 and fixed["engine_batch_size"] == 3  # auto: all 6 in one call and batch
+    assert auto["images_encoded"] == fixed["images_encoded"] == engine["images_encoded"] == 2  # 3 questions each
+    for run in (auto, fixed):
+        phases = sum(run[f"{p}_s"] for p in ("data", "prompts", "model", "save", "score"))
+        assert run["data_s"] > 0 and run["model_s"] > 0 and run["score_s"] > 0
+        assert phases + run["other_s"] == pytest.approx(run["seconds"]) and run["other_s"] >= 0
+    assert pipeline["pipeline_over_engine"] == pytest.approx(auto["seconds"] / engine["seconds"] - 1)
+    assert re.search(r"evalkit run pipeline \(batch auto\): [\d.]+ samples/s, [\d.]+s for 6 requests vs engine "
+                     r"alone [\d.]+s \([+-][\d.]+%\)", out)
+    assert "where the pipeline's time goes: data" in out and "pipeline by --batch-size: auto" in out
+
+
+def test_benchmark_fixture_is_real_size_and_small():
+    """100 640x480 JPEGs under 256 questions, committed: it must stay small."""
+    import datasets
+
+    file = REPO / "benchmarks" / "data" / "lmms-lab-encoder" / "VQAv2" / "data" / "validation-00000-of-00001.parquet"
+    assert file.stat().st_size < 5e6
+    rows = datasets.load_dataset("parquet", data_files=str(file), split="train")
+    assert len(rows) == 256 and len(set(rows["image_id"])) == 100
+    assert rows[0]["image"].size == (640, 480) and rows[0]["image"].format == "JPEG"
