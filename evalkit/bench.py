@@ -63,6 +63,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default cuda if available)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the vision tower and MLPs for the engine (the generate() baselines run uncompiled)")
+    p.add_argument("--static-decode", action="store_true",
+                   help="fixed-shape decode step, captured and replayed as a CUDA graph on CUDA (eager elsewhere)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and workload")
     p.add_argument("--dry-run", action="store_true",
                    help="build the model on the meta device (no memory, nothing run) and print its size: "
@@ -93,7 +95,7 @@ def _load(args: argparse.Namespace, batch_size: int | str):
         dtype = DTYPES[args.dtype]
     else:
         raise ModelError(f"unknown dtype {args.dtype!r}; use one of fp32, bf16, fp16")
-    engine_config = EngineConfig(compile=args.compile)  # the engine's calls only, never the generate() baselines
+    engine_config = EngineConfig(compile=args.compile, static_decode=args.static_decode)  # the engine's calls only
     if args.model:
         kind, _, path = args.model.partition(":")
         if kind != "qwen-vl" or not path:
@@ -409,6 +411,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "config": {**source, **workload, "engine_batch_size": args.batch_size,
                    "baseline_requests": len(subset) if baselines else 0,
                    "baseline_batch_sizes": args.baseline_batch_sizes, "compile": args.compile,
+                   "static_decode": args.static_decode,
                    "threads": torch.get_num_threads(), "seed": args.seed},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }

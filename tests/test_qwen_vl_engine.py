@@ -127,6 +127,36 @@ def test_engine_equals_transformers_generate(tiny_model, tiny_processor, tiny_ck
     assert fast.generate(requests) == batch1_outputs
 
 
+def test_static_decode_equals_generate(eos_model, tiny_model, tiny_processor, requests, batch1_outputs):
+    """The fixed-shape decode step (static_decode.py: whole-cache attention under a mask built once
+    per batch, K/V written at a position tensor, rotary rows precomputed; a CUDA graph on CUDA, eager
+    here) gives the outputs of the dynamic path, which equal generate(): stop strings, images,
+    rows ending on eos at different steps and min_new_tokens included."""
+    static = engine(tiny_model, tiny_processor, batch_size=8, static_decode=True)
+    assert static.generate(requests) == batch1_outputs
+    reqs = [Request(f"r{m}", "t", [CAPITAL], max_new_tokens=12, min_new_tokens=m) for m in (0, 6, 8, 12)]
+    want = engine(eos_model, tiny_processor, batch_size=1).generate(reqs)
+    assert engine(eos_model, tiny_processor, batch_size=4, static_decode=True).generate(reqs) == want
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_decode_equals_generate_on_cuda(tiny_ckpt, tiny_processor, requests):
+    """On CUDA (fp32, TF32 off) the decode step captured as a CUDA graph equals transformers
+    generate() on the same weights."""
+    from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
+
+    model = QwenVLForCausalLM.from_pretrained(tiny_ckpt, dtype=torch.float32).to("cuda").eval()
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        hf = QwenVLModel(model, tiny_processor, str(tiny_ckpt), batch_size=4, engine="hf").generate(requests)
+        graphed = engine(model, tiny_processor, batch_size=8, static_decode=True)
+        assert graphed.generate(requests) == hf
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
 def test_eos_and_min_new_tokens_equal_generate(eos_model, tiny_model, tiny_processor, tiny_ckpt):
     """Rows ending on eos at different steps, held back by min_new_tokens, in one batch."""
     mins = (0, 6, 8, 12)

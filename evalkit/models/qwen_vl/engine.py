@@ -46,6 +46,7 @@ from evalkit.models.qwen_vl.language import ntk_alpha
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.prefetch import PixelPrefetcher, default_workers
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
+from evalkit.models.qwen_vl.static_decode import StaticDecoder
 from evalkit.task import ChoiceScore, ImageError, ImageRef, Request
 
 T = TypeVar("T")
@@ -132,6 +133,7 @@ class EngineConfig:
     prefill_tokens: int | None = None  # tokens per prefill chunk; None: 1024 on CPU, 32768 on GPU
     feature_cache_bytes: int = 2 << 30
     compile: bool = False  # torch.compile the vision tower and MLPs (shape-dynamic)
+    static_decode: bool = False  # fixed-shape decode step, one CUDA graph per batch on CUDA (static_decode.py)
     image_workers: int | None = None  # threads decoding the next batch's images; None: the spare cores, 0: inline
 
 
@@ -575,19 +577,26 @@ class QwenVLEngine:
         width = mask.size(1) - steps
         mask = mask.bool()  # once per batch: the model takes a decode step's bool mask as it is
         sync_every = 4 if device.type == "cuda" else 1  # how often the host reads the active count
+        static = (StaticDecoder(self.model, cache, mask, width, cache.qwen_ntk_alpha, graph=True)
+                  if self.config.static_decode and steps > 1 else None)
         tokens = torch.full((len(batch), steps), pad, dtype=torch.long, device=device)
         rows = torch.arange(len(batch), device=device)  # cache row -> batch row
         active = max_new > 0
         produced = torch.zeros(len(batch), dtype=torch.long, device=device)
         token = torch.full((len(batch),), pad, dtype=torch.long, device=device)
         for step in range(steps):
-            if step > 0:
+            if step > 0 and static is not None:
+                logits = static.step(token, step)
+            elif step > 0:
                 hidden = self.model.transformer(
                     input_ids=token[:, None], attention_mask=mask[:, : width + step], cache=cache
                 )[:, -1]
+                logits = self.model.lm_head(hidden)
+            else:
+                logits = self.model.lm_head(hidden)
+            if step > 0:
                 self.stats.decode_row_steps += len(rows)
                 self.stats.decode_steps += 1
-            logits = self.model.lm_head(hidden)
             if step < hold_eos:  # min_new_tokens holds back every stop id, as generate() does its eos ids
                 held = logits.gather(1, stop_ids)
                 logits.scatter_(1, stop_ids, torch.where((min_new > step)[:, None], float("-inf"), held))
@@ -603,7 +612,7 @@ class QwenVLEngine:
             n_active = int(active.sum())
             if n_active == 0:
                 break
-            if n_active <= len(rows) // 2:  # finished rows are half the batch: stop paying for them
+            if static is None and n_active <= len(rows) // 2:  # finished rows are half the batch: stop paying
                 keep = active.nonzero()[:, 0]
                 cache.select_rows(keep)
                 rows, active, token, mask = rows[keep], active[keep], token[keep], mask[keep]
