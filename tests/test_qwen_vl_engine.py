@@ -621,3 +621,31 @@ def test_compile_applies_to_the_engine_calls_only(tiny_model, tiny_processor, ti
     calls["compiled"] = 0
     model.engine_name = "hf"
     assert model.generate(reqs) == fast and calls["compiled"] == 0
+
+
+# -- the greedy pick over vocabulary tiles -----------------------------------------------------
+@pytest.mark.parametrize("tile", [1, 7, 64, 1000, 5000])
+def test_tiled_pick_is_the_first_maximum(tile):
+    from evalkit.models.qwen_vl.vocab import first_max, first_max_tiled
+
+    gen = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(32, 3001, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(3001, 32, generator=gen))
+        head.weight[2500] = head.weight[10]  # exact ties across tiles: the first one wins, as argmax
+        head.weight[11] = head.weight[10]  # and inside a tile
+    hidden = torch.randn(6, 32, generator=gen)
+    hidden[0] = head.weight[10].detach() * 3  # row 0's maximum is the tied token 10 (also 11 and 2500)
+    ban = torch.tensor([True, False, True, False, False, True])
+    with torch.inference_mode():  # as the engine runs
+        full = first_max(hidden, head)
+        assert full[0] == 10 and torch.equal(full, torch.argmax(hidden @ head.weight.T, dim=-1))
+        assert torch.equal(first_max_tiled(hidden, head.weight, tile), full)
+        ids = torch.tensor([[10, 2500]] * 6)  # two held-back ids per row (eos and another stop id)
+        banned = first_max(hidden, head, ban_ids=ids, ban_rows=ban)
+        assert banned[0] == 11 and torch.equal(first_max_tiled(hidden, head.weight, tile, ids, ban), banned)
+
+
+def test_tiled_vocabulary_pick_equals_generate(tiny_model, tiny_processor, requests, batch1_outputs):
+    eng = engine(tiny_model, tiny_processor, batch_size=8, vocab_tile=4096)
+    assert eng.generate(requests) == batch1_outputs

@@ -47,6 +47,7 @@ from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.prefetch import PixelPrefetcher, default_workers
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
 from evalkit.models.qwen_vl.static_decode import StaticDecoder
+from evalkit.models.qwen_vl.vocab import first_max_tiled
 from evalkit.task import ChoiceScore, ImageError, ImageRef, Request
 
 T = TypeVar("T")
@@ -133,6 +134,7 @@ class EngineConfig:
     prefill_tokens: int | None = None  # tokens per prefill chunk; None: 1024 on CPU, 32768 on GPU
     feature_cache_bytes: int = 2 << 30
     compile: bool = False  # torch.compile the vision tower and MLPs (shape-dynamic)
+    vocab_tile: int | None = None  # greedy pick over vocabulary tiles of this many rows, logits never whole (vocab.py)
     static_decode: bool = False  # fixed-shape decode step, one CUDA graph per batch on CUDA (static_decode.py)
     image_workers: int | None = None  # threads decoding the next batch's images; None: the spare cores, 0: inline
 
@@ -579,6 +581,7 @@ class QwenVLEngine:
         sync_every = 4 if device.type == "cuda" else 1  # how often the host reads the active count
         static = (StaticDecoder(self.model, cache, mask, width, cache.qwen_ntk_alpha, graph=True)
                   if self.config.static_decode and steps > 1 else None)
+        tile = self.config.vocab_tile if self.model.lm_head.bias is None else None
         tokens = torch.full((len(batch), steps), pad, dtype=torch.long, device=device)
         rows = torch.arange(len(batch), device=device)  # cache row -> batch row
         active = max_new > 0
@@ -591,16 +594,20 @@ class QwenVLEngine:
                 hidden = self.model.transformer(
                     input_ids=token[:, None], attention_mask=mask[:, : width + step], cache=cache
                 )[:, -1]
-                logits = self.model.lm_head(hidden)
-            else:
-                logits = self.model.lm_head(hidden)
             if step > 0:
                 self.stats.decode_row_steps += len(rows)
                 self.stats.decode_steps += 1
-            if step < hold_eos:  # min_new_tokens holds back every stop id, as generate() does its eos ids
-                held = logits.gather(1, stop_ids)
-                logits.scatter_(1, stop_ids, torch.where((min_new > step)[:, None], float("-inf"), held))
-            token = torch.where(active, logits.max(-1).indices, pad)  # first maximum, as argmax; faster on CPU
+            held_back = (stop_ids, min_new > step) if step < hold_eos else (None, None)  # min_new_tokens
+            if tile and (static is None or step == 0):
+                pick = first_max_tiled(hidden, self.model.lm_head.weight, tile, *held_back)
+            else:
+                if static is None or step == 0:
+                    logits = self.model.lm_head(hidden)
+                if step < hold_eos:  # min_new_tokens holds back every stop id, as generate() does its eos ids
+                    held = logits.gather(1, stop_ids)
+                    logits.scatter_(1, stop_ids, torch.where((min_new > step)[:, None], float("-inf"), held))
+                pick = logits.max(-1).indices  # first maximum, as argmax; faster on CPU
+            token = torch.where(active, pick, pad)
             tokens[rows, step] = token
             produced.index_add_(0, rows, active.long())
             done = active & ((token[:, None] == stop_ids).any(-1) | (max_new <= step + 1))
