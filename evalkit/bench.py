@@ -49,6 +49,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline-batch-sizes", default="",
                    help="with --tasks, also time the evalkit run pipeline at these --batch-size values "
                         "(e.g. 8,16,32,64) next to its default, auto")
+    p.add_argument("--pipeline-rounds", type=int, default=1,
+                   help="with --tasks, time the engine alone and each pipeline this many times, interleaved, "
+                        "and report the medians (a busy machine slows all alike) (default 1)")
     p.add_argument("--requests", type=int, default=256, help="requests in the workload (default 256)")
     p.add_argument("--images", type=int, default=64, help="distinct images of the synthetic workload (default 64)")
     p.add_argument("--max-new-tokens", type=int, default=10,
@@ -382,7 +385,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     hardware = measure_hardware(device, dtype)
     engine = run_engine(model, requests, device)
     print(f"  engine: {engine['samples_per_s']:.3f} samples/s (batch {engine['batch_size']})", flush=True)
-    pipeline = run_pipelines(args, model, engine) if args.tasks else None
+    pipeline = run_pipelines(args, model, engine, requests) if args.tasks else None
     subset = requests[: args.baseline_requests]
     per_request = engine["generated_tokens"] / len(requests)
     baselines = [] if args.no_baseline else run_baselines(model, subset, baseline_sizes, device, per_request)
@@ -419,7 +422,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if pipeline:
         from evalkit.bench_pipeline import format_pipeline
 
-        print(format_pipeline(result["engine"], pipeline["runs"], pipeline))
+        alone = {**result["engine"], "seconds": sorted(pipeline["engine_alone_seconds"])[
+            (len(pipeline["engine_alone_seconds"]) - 1) // 2]}
+        print(format_pipeline(alone, pipeline["runs"], pipeline))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -427,9 +432,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_pipelines(args: argparse.Namespace, model, engine: dict[str, Any]) -> dict[str, Any]:
+def run_pipelines(args: argparse.Namespace, model, engine: dict[str, Any], requests: list) -> dict[str, Any]:
     """`evalkit run` on the same tasks and requests: at its default (auto), then at each
-    --pipeline-batch-sizes value; compared with the engine alone."""
+    --pipeline-batch-sizes value; compared with the engine alone. With --pipeline-rounds N the
+    engine alone and every pipeline run N times round-robin; each keeps its median run."""
+    import statistics
+
     from evalkit.bench_pipeline import compare, run_pipeline
     from evalkit.models.base import ModelError
 
@@ -437,12 +445,22 @@ def run_pipelines(args: argparse.Namespace, model, engine: dict[str, Any]) -> di
         sizes = [int(b) for b in args.pipeline_batch_sizes.split(",") if b.strip()]
     except ValueError:
         raise ModelError(f"--pipeline-batch-sizes takes integers, got {args.pipeline_batch_sizes!r}") from None
-    runs = []
-    for size in [None, *sizes]:
-        runs.append(run_pipeline(model, args.tasks, args.data_dir, args.requests, size))
-        print(f"  evalkit run pipeline (batch {runs[-1]['batch_size']}): {runs[-1]['samples_per_s']:.3f} samples/s",
-              flush=True)
-    return {"runs": runs, **compare(engine, runs[0])}
+    if args.pipeline_rounds < 1:
+        raise ModelError("--pipeline-rounds must be at least 1")
+    alone = [engine["seconds"]]
+    tried: dict[int | None, list[dict[str, Any]]] = {size: [] for size in [None, *sizes]}
+    for round_ in range(args.pipeline_rounds):
+        if round_:
+            alone.append(run_engine(model, requests, model.model.device)["seconds"])
+        for size, runs in tried.items():
+            runs.append(run_pipeline(model, args.tasks, args.data_dir, args.requests, size))
+            print(f"  evalkit run pipeline (batch {runs[-1]['batch_size']}): {runs[-1]['samples_per_s']:.3f} "
+                  f"samples/s", flush=True)
+    median = lambda runs: sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]  # noqa: E731
+    chosen = [median(runs) for runs in tried.values()]
+    reference = {**engine, "seconds": statistics.median_low(alone)}
+    return {"runs": chosen, "rounds": args.pipeline_rounds, "engine_alone_seconds": alone,
+            **compare(reference, chosen[0])}
 
 
 def _workload(args: argparse.Namespace, model) -> tuple[list, dict[str, Any]]:
