@@ -5,8 +5,8 @@ the engine (all requests), `generate()` at batch 1 and `generate()` at each cand
 size (on a subset: batch-1 generate is slow, and its per-request cost does not depend on how
 many requests there are). It prints samples/s, generated tokens/s, the engine's
 vision/prefill/decode split, peak memory, the speedups, and the fraction of the hardware limit
-the engine reaches, measured on this machine: a large matmul gives the peak FLOP/s and a
-large copy the memory bandwidth. The limit counts the work that is really needed: the vision
+the engine reaches, measured on this machine: the best of several large matmuls gives the peak
+FLOP/s and of several rounds of large copies the memory bandwidth (their spread is printed). The limit counts the work that is really needed: the vision
 tower once per distinct image, 2 x params x tokens for the prompt (logits at its last
 position only), and per decode step the larger of its FLOPs and its weight bytes over the
 bandwidth.
