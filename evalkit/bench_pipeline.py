@@ -21,7 +21,6 @@ def set_batch_size(model, batch_size: int | None) -> None:
     """The harness and engine at a fixed batch size, or "auto" (None)."""
     model.batch_size = batch_size or 8
     model.engine.config.batch_size = batch_size
-    model.engine._batch_size = batch_size
 
 
 def run_pipeline(model, tasks: str, data_dir: str | None, limit: int, batch_size: int | None) -> dict[str, Any]:
