@@ -28,10 +28,9 @@ def first_max_tiled(hidden: torch.Tensor, weight: torch.Tensor, tile: int,
         logits = buffer[:, : part.size(0)]
         torch.mm(hidden, part.t(), out=logits)
         if ban_ids is not None and ban_rows is not None:  # no host sync: ids outside the tile change nothing
-            local = ban_ids - start
-            inside = (local >= 0) & (local < part.size(0)) & ban_rows[:, None]
-            local = local.clamp(0, part.size(0) - 1)
-            logits.scatter_(1, local, torch.where(inside, float("-inf"), logits.gather(1, local)))
+            ids = torch.arange(start, start + part.size(0), device=hidden.device)
+            held = (ids[None, None, :] == ban_ids[:, :, None]).any(1) & ban_rows[:, None]  # [B, tile]
+            logits.masked_fill_(held, float("-inf"))
         torch.max(logits, -1, out=(values[j], indices[j]))
     best = values.max(0).indices  # the first tile holding the row's largest value
     return indices.gather(0, best[None])[0] + best * tile
