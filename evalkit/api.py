@@ -107,7 +107,7 @@ class Run:
 
 
 def evaluate(model: str = DEFAULT_MODEL, tasks: str | Sequence[str] = DEFAULT_TASKS, output: str | Path | None = None,
-             *, shots: Sequence[int] = (0,), limit: int | None = None, seed: int = 0, batch_size: int | str = 8,
+             *, shots: Sequence[int] = (0,), limit: int | None = None, seed: int = 0, batch_size: int | str = "auto",
              dtype: str | None = None, device: str | None = None, prompt_style: str | None = None,
              data_dir: str | Path | None = None, max_errors: int | None = None,
              tasks_dir: Sequence[str | Path] = (), progress: bool | None = None, dist: Dist | None = None) -> Run | None:
@@ -144,7 +144,7 @@ def evaluate(model: str = DEFAULT_MODEL, tasks: str | Sequence[str] = DEFAULT_TA
                             **{k: v for k, v in options.items() if v is not None})
         settings = RunSettings(
             output=out, shots=list(shots), limit=limit, seed=seed,
-            batch_size=batch_size if isinstance(batch_size, int) else 64,
+            batch_size=batch_size if isinstance(batch_size, int) else None,  # auto: the model's call_size
             prompt_style=prompt_style, data_dir=None if data_dir is None else str(data_dir), max_errors=max_errors,
             model_spec=model, progress=sys.stderr.isatty() if progress is None else progress,
         )
