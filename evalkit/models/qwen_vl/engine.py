@@ -581,7 +581,8 @@ class QwenVLEngine:
         sync_every = 4 if device.type == "cuda" else 1  # how often the host reads the active count
         static = (StaticDecoder(self.model, cache, mask, width, cache.qwen_ntk_alpha, graph=True)
                   if self.config.static_decode and steps > 1 else None)
-        tile = self.config.vocab_tile if self.model.lm_head.bias is None else None
+        head = self.model.lm_head  # tiles read its weight directly: only a plain bias-free Linear qualifies
+        tile = self.config.vocab_tile if type(head) is torch.nn.Linear and head.bias is None else None
         tokens = torch.full((len(batch), steps), pad, dtype=torch.long, device=device)
         rows = torch.arange(len(batch), device=device)  # cache row -> batch row
         active = max_new > 0
