@@ -24,6 +24,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evalkit.argtypes import at_least
 from evalkit.compare import (
     ScoreBook,
     Significance,
@@ -168,14 +169,7 @@ def add_check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", "-v", action="store_true", help="list every checked metric, not only failures")
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
+_non_negative = at_least(float, 0, "a number", "must be >= 0")
 
 
 def cmd_check(args: argparse.Namespace) -> int:

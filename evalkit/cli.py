@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from evalkit import __version__
 from evalkit.api import DEFAULT_MODEL, DEFAULT_TASKS  # the embedded default (see evalkit.api)
+from evalkit.argtypes import at_least
 
 if TYPE_CHECKING:
     from evalkit.distributed import Dist
@@ -45,24 +46,9 @@ DTYPE_NAMES = ("fp32", "bf16", "fp16", "float32", "bfloat16", "float16")
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value} (leave it out to use every sample)")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+_positive_int = at_least(int, 1, "a positive integer", "must be a positive integer",
+                         " (leave it out to use every sample)")
+_non_negative_int = at_least(int, 0, "a non-negative integer", "must be >= 0")
 
 
 def _dtype(text: str) -> str:

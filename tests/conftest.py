@@ -28,6 +28,27 @@ def checkout_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def compile_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """torch.compile replaced by a wrapper that counts its forward calls in ["compiled"]: a test sees what
+    was compiled and when it ran, and no compiler runs."""
+    import torch
+
+    calls = {"compiled": 0}
+
+    class Counted(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            calls["compiled"] += 1
+            return self.inner(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: Counted(module))
+    return calls
+
+
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
     return TINY_DIR

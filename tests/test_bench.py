@@ -112,26 +112,14 @@ def test_small_cpu_config_is_the_issue_shape():
 
 
 @pytest.mark.parametrize("source", [["--model", f"qwen-vl:{TINY_CKPT}"], ["--config", str(TINY_CKPT)]])
-def test_compile_reaches_the_engine_and_not_the_baselines(source, monkeypatch, tmp_path):
+def test_compile_reaches_the_engine_and_not_the_baselines(source, monkeypatch, tmp_path, compile_calls):
     """`--compile` takes effect with --model as with --config (it was set after the engine was
     built), and the generate() baselines run the model uncompiled. torch.compile is replaced by a
     wrapper that counts calls, so no compiler runs."""
-    import torch
 
     from evalkit import bench
 
-    calls = {"compiled": 0}
-
-    class Counted(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args, **kwargs):
-            calls["compiled"] += 1
-            return self.inner(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: Counted(module))
+    calls = compile_calls
     phases: dict[str, int] = {}
 
     def counting(name, fn):

@@ -597,21 +597,10 @@ def test_vision_time_ends_after_a_device_sync(tiny_model, tiny_processor, tiny_d
     assert events == ["clock", "vision", "sync", "clock"]
 
 
-def test_compile_applies_to_the_engine_calls_only(tiny_model, tiny_processor, tiny_ckpt, monkeypatch):
+def test_compile_applies_to_the_engine_calls_only(tiny_model, tiny_processor, tiny_ckpt, compile_calls):
     """--compile compiles copies the engine swaps in for its own calls: generate() on the same
     model (the bench baselines) runs the modules as loaded."""
-    calls = {"compiled": 0}
-
-    class Counted(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args, **kwargs):
-            calls["compiled"] += 1
-            return self.inner(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: Counted(module))
+    calls = compile_calls
     model = QwenVLModel(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=2,
                         engine_config=EngineConfig(compile=True))
     mlps = [block.mlp for block in tiny_model.transformer.h]
