@@ -99,16 +99,22 @@ class ForceTokens(torch.nn.Module):
 
 
 @pytest.mark.parametrize("engine", ["fast", "hf"])
-def test_chat_generation_stops_at_im_end(engine, tiny_model, tiny_processor, monkeypatch):
+def test_chat_generation_stops_at_im_end(engine, tiny_model, tiny_processor):
     from evalkit.models.qwen_vl.harness import QwenVLModel
 
     tok = tiny_processor.tokenizer
     word, other = tok.encode("red")[0], tok.encode(" user")[0]
     parts = conversation([], ["What colour?"])
     request = Request(sample_id="1", task="t", parts=parts, max_new_tokens=6, stop=list(STOP_MARKERS), plain_text=True)
-    for stop_id in (tok.im_end_id, tok.im_start_id):
-        forced = {0: word, 1: stop_id, 2: tok.im_start_id, 3: other, 4: other, 5: other}
-        monkeypatch.setattr(tiny_model, "lm_head", ForceTokens(tiny_model.lm_head, forced))
-        model = QwenVLModel(tiny_model, tiny_processor, str(TINY_CKPT), batch_size=1, prompt_style="chat", engine=engine)
-        assert model.generate([request]) == ["red"]
-        monkeypatch.undo()
+    head = tiny_model.lm_head
+    # put back by hand: pytest >= 9.2's monkeypatch restores an instance's __dict__ entry, and a
+    # Module keeps its submodules elsewhere, so its undo would delete lm_head from the shared model
+    try:
+        for stop_id in (tok.im_end_id, tok.im_start_id):
+            forced = {0: word, 1: stop_id, 2: tok.im_start_id, 3: other, 4: other, 5: other}
+            tiny_model.lm_head = ForceTokens(head, forced)
+            model = QwenVLModel(tiny_model, tiny_processor, str(TINY_CKPT), batch_size=1, prompt_style="chat",
+                                engine=engine)
+            assert model.generate([request]) == ["red"]
+    finally:
+        tiny_model.lm_head = head

@@ -236,10 +236,15 @@ class _OneParam(torch.nn.Module):
     (torch.bfloat16, "cuda", True),
     (torch.float32, "cpu", True),
 ])
-def test_fp32_on_a_gpu_turns_tf32_off(monkeypatch, dtype, device, tf32_after):
+def test_fp32_on_a_gpu_turns_tf32_off(dtype, device, tf32_after):
     from evalkit.models.qwen_vl.harness import exact_fp32
 
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    exact_fp32(_OneParam(dtype, device))
-    assert torch.backends.cuda.matmul.allow_tf32 is tf32_after and torch.backends.cudnn.allow_tf32 is tf32_after
+    # saved and put back by hand: these flags are properties of torch's backend modules, which
+    # pytest >= 9.2's monkeypatch would delete on undo rather than restore
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        exact_fp32(_OneParam(dtype, device))
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32_after and torch.backends.cudnn.allow_tf32 is tf32_after
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
