@@ -83,7 +83,7 @@ def _load(args: argparse.Namespace, batch_size: int | str):
     from evalkit.models.base import ModelError
     from evalkit.models.qwen_vl.config import QwenVLConfig
     from evalkit.models.qwen_vl.engine import EngineConfig
-    from evalkit.models.qwen_vl.harness import DTYPES, QwenVLModel
+    from evalkit.models.qwen_vl.harness import QwenVLModel, resolve_dtype
     from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
     from evalkit.models.qwen_vl.processor import QwenVLProcessor
     from evalkit.models.qwen_vl.tokenizer import VOCAB_FILE, QwenTokenizer
@@ -92,12 +92,7 @@ def _load(args: argparse.Namespace, batch_size: int | str):
     if args.dry_run and args.compile:
         raise ModelError("--compile has no effect with --dry-run (nothing runs)")
     device = "meta" if args.dry_run else args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.dtype is None:
-        dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-    elif args.dtype in DTYPES:
-        dtype = DTYPES[args.dtype]
-    else:
-        raise ModelError(f"unknown dtype {args.dtype!r}; use one of fp32, bf16, fp16")
+    dtype = resolve_dtype(args.dtype, device)
     engine_config = EngineConfig(compile=args.compile, static_decode=args.static_decode)  # the engine's calls only
     if args.model:
         kind, _, path = args.model.partition(":")
