@@ -133,8 +133,7 @@ def evaluate(model: str = DEFAULT_MODEL, tasks: str | Sequence[str] = DEFAULT_TA
     own_dist = dist is None
     dist = Dist.from_env().init() if own_dist else dist
     try:
-        # under torchrun, "cuda" (or no device) means this rank's GPU
-        device = (dist.device() or device) if device in (None, "cuda") else device
+        device = dist.rank_device(device)
         check_device(device)
         specs = Registry(extra_dirs=tasks_dir).select(tasks)
         if dist.is_main:

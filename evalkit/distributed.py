@@ -72,6 +72,11 @@ class Dist:
             return None
         return f"cuda:{self.local_rank % torch.cuda.device_count()}"
 
+    def rank_device(self, requested: str | None) -> str | None:
+        """The device a rank runs on when `requested` was asked for: no device or plain "cuda" means
+        this rank's GPU under torchrun (as `device`), anything else (cpu, cuda:N) is taken as given."""
+        return (self.device() or requested) if requested in (None, "cuda") else requested
+
     def own_devices(self) -> bool:
         """Does every rank on this node have a GPU of its own (cuda:LOCAL_RANK exists for all of them)?
         nccl needs that: two ranks on one device fail in nccl, and cuda:1 on a one-GPU machine does

@@ -134,3 +134,16 @@ def test_backend_can_be_forced(monkeypatch):
     monkeypatch.setenv("EVALKIT_DIST_BACKEND", "mpi")
     with pytest.raises(DistributedError, match="EVALKIT_DIST_BACKEND='mpi': use one of nccl, gloo"):
         Dist(rank=1, world_size=2, local_rank=1).backend()
+
+
+@pytest.mark.parametrize("requested, expected", [(None, "cuda:1"), ("cuda", "cuda:1"), ("cpu", "cpu"), ("cuda:0", "cuda:0")])
+def test_rank_device_is_this_ranks_gpu_unless_one_is_named(monkeypatch, requested, expected):
+    """`evalkit run` and the lmms-eval plugin share this rule: no device or plain cuda is the rank's own GPU."""
+    import torch
+
+    from evalkit.distributed import Dist
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert Dist(rank=1, world_size=2, local_rank=1).rank_device(requested) == expected
+    assert Dist().rank_device(requested) == requested  # one process: the device as asked

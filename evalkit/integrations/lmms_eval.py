@@ -209,7 +209,7 @@ class EvalkitQwenVL(lmms):
         self.model = QwenVLModel.from_spec(
             str(pretrained),
             dtype=dtype,
-            device=device or Dist.from_env().device(),  # this rank's GPU under torchrun/accelerate
+            device=Dist.from_env().rank_device(device),  # this rank's GPU under torchrun/accelerate
             batch_size=parse_batch_size(batch_size),
             prompt_style=prompt_style,
             engine=engine,
