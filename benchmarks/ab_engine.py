@@ -35,7 +35,7 @@ def main() -> None:
 
     import torch
 
-    from evalkit.bench import _load, synthetic_requests, task_requests
+    from evalkit.models.qwen_vl.bench import _load, synthetic_requests, task_requests
     from evalkit.models.qwen_vl.engine import EngineConfig, QwenVLEngine
 
     load_args = SimpleNamespace(config=args.config, model=None, tokenizer=None, dtype=None, device="cpu",

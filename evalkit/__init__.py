@@ -12,10 +12,6 @@ _API = {"Run", "compare", "evaluate", "list_tasks", "load_run"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "compare":  # the module evalkit.compare, which called is api.compare (see its docstring)
-        import importlib
-
-        return importlib.import_module("evalkit.compare")
     if name in _API:
         from evalkit import api
 

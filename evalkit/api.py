@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from evalkit import results
-    from evalkit.compare import TableFrame
     from evalkit.distributed import Dist
+    from evalkit.results import runs as results
+    from evalkit.results.compare import TableFrame
     from evalkit.task import Prediction, TaskSpec
 
 # The embedded default: what `evalkit run` does with no arguments (the bundled demo model on the
@@ -81,7 +81,7 @@ class Run:
 
     def predictions(self, task: str) -> list[Prediction]:
         """The per-sample records of a result key or task name, as `Prediction` objects."""
-        from evalkit.compare import resolve_key
+        from evalkit.results.compare import resolve_key
 
         return self.raw.samples(resolve_key(self.raw, task))
 
@@ -98,7 +98,7 @@ class Run:
 
     def table(self) -> str:
         """The plain-text metrics table `evalkit run` prints."""
-        from evalkit.results import metrics_table
+        from evalkit.results.runs import metrics_table
 
         return metrics_table(self.data)
 
@@ -121,7 +121,7 @@ def evaluate(model: str = DEFAULT_MODEL, tasks: str | Sequence[str] = DEFAULT_TA
     from evalkit.models import lazy_model
     from evalkit.registry import Registry
     from evalkit.resources import PACKAGE
-    from evalkit.results import check_writable, result_key
+    from evalkit.results.runs import check_writable, result_key
     from evalkit.runner import Runner, RunSettings
 
     if not (batch_size == "auto" or (isinstance(batch_size, int) and batch_size >= 1)):
@@ -153,7 +153,7 @@ def evaluate(model: str = DEFAULT_MODEL, tasks: str | Sequence[str] = DEFAULT_TA
             dist.close()
     if data is None:  # not rank 0
         return None
-    from evalkit.results import Run as RawRun
+    from evalkit.results.runs import Run as RawRun
 
     return Run(RawRun(path=out, data=data), tuple(result_key(s.name, k) for s in specs for k in shots))
 
@@ -199,7 +199,7 @@ def default_output(model: str) -> Path:
 
 def load_run(path: str | Path) -> Run:
     """A run folder, its run.json, or a bare run.json such as a committed baseline."""
-    from evalkit.compare import open_run
+    from evalkit.results.compare import open_run
 
     return Run(open_run(path))
 
@@ -214,7 +214,7 @@ def compare(runs: Sequence[Run | results.Run | str | Path], baseline: Run | resu
     The result is a DataFrame; `.render("md" | "csv" | "html" | "latex")` gives the text
     `evalkit compare --format` prints, with the notes on mismatched runs.
     """
-    from evalkit.compare import build_table, load_paper, run_file
+    from evalkit.results.compare import build_table, load_paper, run_file
 
     opened = [_raw(r) for r in runs]
     if not opened:
@@ -229,8 +229,8 @@ def compare(runs: Sequence[Run | results.Run | str | Path], baseline: Run | resu
 
 
 def _raw(run: Run | results.Run | str | Path) -> results.Run:
-    from evalkit.compare import open_run
-    from evalkit.results import Run as RawRun
+    from evalkit.results.compare import open_run
+    from evalkit.results.runs import Run as RawRun
 
     if isinstance(run, Run):
         return run.raw
@@ -245,8 +245,8 @@ def list_tasks(tasks_dir: Sequence[str | Path] = ()) -> pd.DataFrame:
     (`paper_chat`) from results/paper.json, where the paper reports the task (in any data route)."""
     import pandas as pd
 
-    from evalkit.compare import load_paper
     from evalkit.registry import Registry
+    from evalkit.results.compare import load_paper
 
     reg = Registry(extra_dirs=tasks_dir)
     names = sorted(reg.tasks)

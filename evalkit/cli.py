@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace, dist: Dist) -> int:
     costs seconds and not a model load; the weights load only when some sample is not cached."""
     from evalkit import quiet
     from evalkit.api import evaluate
-    from evalkit.results import metrics_table
+    from evalkit.results.runs import metrics_table
 
     if args.model is None and args.tasks is None and dist.is_main:
         print(f"evalkit: no --model/--tasks given: running the embedded default ({DEFAULT_MODEL} on {DEFAULT_TASKS})")
@@ -211,7 +211,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         print(describe_task(Registry(extra_dirs=args.tasks_dir).get(args.show), args.data_dir))
         return 0
     from evalkit.api import list_tasks
-    from evalkit.compare import load_paper
+    from evalkit.results.compare import load_paper
 
     every = list_tasks(args.tasks_dir)
     groups: dict[str, int] = {}
@@ -244,8 +244,8 @@ def _handlers() -> dict[str, Callable[[argparse.Namespace], int]]:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {"run": cmd_run, "tasks": cmd_tasks}
     from importlib import import_module
 
-    for name, module in (("compare", "evalkit.compare"), ("diff", "evalkit.compare"), ("check", "evalkit.check"),
-                         ("report", "evalkit.report"), ("bench", "evalkit.bench")):
+    for name, module in (("compare", "evalkit.results.compare"), ("diff", "evalkit.results.compare"), ("check", "evalkit.results.check"),
+                         ("report", "evalkit.results.report"), ("bench", "evalkit.models.qwen_vl.bench")):
         mod = import_module(module)  # each costs little: torch is imported inside the commands
         _COMMANDS[name] = getattr(mod, f"add_{name}_arguments")
         handlers[name] = getattr(mod, f"cmd_{name}")
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_output_folders(args: argparse.Namespace) -> None:
     """Commands that write a file check first that they can (run checks its folder itself)."""
-    from evalkit.results import check_writable
+    from evalkit.results.runs import check_writable
 
     if args.command == "report":
         run = Path(args.run)
@@ -324,7 +324,7 @@ def _is_user_error(exc: Exception) -> bool:
     from evalkit.models.base import ModelError
     from evalkit.prompts import PromptError
     from evalkit.registry import SpecError, UnknownTaskError
-    from evalkit.results import RunError
+    from evalkit.results.runs import RunError
     from evalkit.runner import Interrupted, TooManyErrors
 
     return isinstance(exc, DatasetError | ModelError | PromptError | SpecError | UnknownTaskError | RunError

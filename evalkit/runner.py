@@ -32,10 +32,10 @@ from evalkit.data import load_samples
 from evalkit.data.loader import dataset_source
 from evalkit.distributed import Dist
 from evalkit.metrics.choice import pick_by_loglikelihood
+from evalkit.metrics.score import postprocess, score_task
 from evalkit.models.base import Model
 from evalkit.prompts import PromptError, build_request, choice_letters, choose_shots
-from evalkit.results import SCHEMA, RunError, SampleCache, atomic_write_json, result_key
-from evalkit.scoring import postprocess, score_task
+from evalkit.results.runs import SCHEMA, RunError, SampleCache, atomic_write_json, result_key
 from evalkit.task import ChoiceScore, Prediction, Request, Sample, TaskSpec, stable_hash
 from evalkit.timing import PhaseTimer
 
@@ -165,7 +165,7 @@ class Runner:
 
     def _previous_results(self) -> dict[str, Any]:
         """The task results an earlier command left in this folder's run.json ({} when there is none)."""
-        from evalkit.results import load_run
+        from evalkit.results.runs import load_run
 
         if not (self.out / "run.json").exists():
             return {}
@@ -379,7 +379,7 @@ class Runner:
             raise RunError(f"{key}: no prompt fits the model's context ({first}); nothing was scored")
         extra: dict[str, Any] = {"error_kinds": kinds} if kinds else {}
         if spec.submission:  # private answers: write the server's file instead of scoring
-            from evalkit.submission import SERVERS, submission_suffix, write_submission
+            from evalkit.results.submission import SERVERS, submission_suffix, write_submission
 
             file = self.out / f"{key}_submission{submission_suffix(spec.submission)}"
             write_submission(spec.submission, preds, samples, file)

@@ -23,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from evalkit import cli, results, runner
+from evalkit import cli, runner
+from evalkit.results import runs as results
 
 FAULTS_VAR = "EVALKIT_TEST_FAULTS"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalkit.results import SCHEMA, SampleCache, atomic_write_json, result_key
+from evalkit.results.runs import SCHEMA, SampleCache, atomic_write_json, result_key
 from evalkit.task import Prediction, stable_hash
 
 

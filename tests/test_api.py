@@ -21,7 +21,7 @@ from fixtures.catalog import DATA, PREDS, registry
 import evalkit
 from evalkit.cli import main
 from evalkit.registry import UnknownTaskError
-from evalkit.results import RunError
+from evalkit.results.runs import RunError
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["okvqa_val", "textvqa_val"]

@@ -21,7 +21,7 @@ from fixtures.catalog import DATA, PREDS, registry
 from evalkit.cli import main
 from evalkit.models.replay import ReplayModel
 from evalkit.registry import Registry
-from evalkit.results import SampleCache
+from evalkit.results.runs import SampleCache
 from evalkit.runner import Runner, RunSettings
 from evalkit.task import ChoiceScore
 

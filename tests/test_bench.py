@@ -117,7 +117,7 @@ def test_compile_reaches_the_engine_and_not_the_baselines(source, monkeypatch, t
     built), and the generate() baselines run the model uncompiled. torch.compile is replaced by a
     wrapper that counts calls, so no compiler runs."""
 
-    from evalkit import bench
+    from evalkit.models.qwen_vl import bench
 
     calls = compile_calls
     phases: dict[str, int] = {}

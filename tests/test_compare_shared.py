@@ -11,9 +11,9 @@ import json
 import pytest
 from fixtures.catalog import DATA
 
-from evalkit.check import check_run
 from evalkit.cli import main
-from evalkit.compare import build_table, diff_runs, open_run
+from evalkit.results.check import check_run
+from evalkit.results.compare import build_table, diff_runs, open_run
 
 COLOURS = ["red", "blue", "green", "yellow", "black"]
 THINGS = ["dog", "cat", "bus", "bird", "horse"]

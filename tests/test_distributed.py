@@ -19,7 +19,7 @@ from conftest import TINY_CKPT
 from fixtures import cli_runs
 from fixtures.bad_data import DECODE_ERRORS, ROW_ERRORS, make_bad_task
 
-from evalkit.results import SampleCache
+from evalkit.results.runs import SampleCache
 
 TASKS, replay_argv = cli_runs.TASKS, cli_runs.replay_argv
 

@@ -23,7 +23,7 @@ from fixtures.catalog import DATA, PREDS
 from evalkit.cli import main
 from evalkit.models.replay import ReplayModel
 from evalkit.registry import Registry
-from evalkit.results import RunError, SampleCache, load_run
+from evalkit.results.runs import RunError, SampleCache, load_run
 from evalkit.runner import Runner, RunSettings
 
 TASKS, BATCH, argv = cli_runs.TASKS, cli_runs.BATCH, cli_runs.replay_argv

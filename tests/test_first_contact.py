@@ -50,7 +50,7 @@ def run_json(folder: Path) -> dict:
 
 def no_model_load(monkeypatch) -> None:
     """Any weight load fails the test: what is checked must be checked before the model loads."""
-    from evalkit.models.qwen_vl.harness import QwenVLModel
+    from evalkit.models.qwen_vl.adapter import QwenVLModel
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded")

@@ -12,9 +12,9 @@ import math
 import pytest
 from run_fixtures import FakeTask, write_run
 
-from evalkit.check import check_run
 from evalkit.cli import main
-from evalkit.compare import Significance, build_table, ci_z_test, open_run
+from evalkit.results.check import check_run
+from evalkit.results.compare import Significance, build_table, ci_z_test, open_run
 
 
 def vqa(correct: int, n: int = 100) -> FakeTask:
@@ -149,7 +149,7 @@ def test_warnings_name_every_mismatch_and_ungated_task(tmp_path):
 
 
 def test_significance_uses_shared_samples_and_falls_back_to_the_cis(tmp_path):
-    from evalkit.compare import ScoreBook, significance_of
+    from evalkit.results.compare import ScoreBook, significance_of
 
     base = open_run(write_run(tmp_path / "base", [FakeTask("vqa_t", [1.0, 1.0, 1.0], ids=["a", "b", "c"])]))
     run = open_run(write_run(tmp_path / "run", [FakeTask("vqa_t", [0.0, 0.0, 0.0], ids=["b", "c", "d"])]))
@@ -184,7 +184,7 @@ def test_check_flags(tmp_path, capsys):
 
 
 def test_mismatch_notes_say_what_differs(tmp_path):
-    from evalkit.compare import ScoreBook, mismatches
+    from evalkit.results.compare import ScoreBook, mismatches
 
     base = open_run(write_run(tmp_path / "base", [vqa(80)]))
     spec = open_run(write_run(tmp_path / "spec", [FakeTask("vqa_t", [1.0] * 80 + [0.0] * 20, entry={"spec_hash": "s2"})]))
@@ -212,8 +212,8 @@ def test_mismatch_notes_say_what_differs(tmp_path):
 
 
 def test_a_run_json_path_keeps_its_samples_and_a_copied_baseline_has_none(tmp_path):
-    from evalkit.compare import ScoreBook, significance_of
-    from evalkit.results import RunError
+    from evalkit.results.compare import ScoreBook, significance_of
+    from evalkit.results.runs import RunError
 
     base = write_run(tmp_path / "base", [vqa(80)])
     run = write_run(tmp_path / "run", [vqa(60)])

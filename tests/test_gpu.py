@@ -21,8 +21,8 @@ from fixtures.bad_data import make_bad_task
 from test_qwen_vl_engine import CAPITAL, TEXTS, choice_requests, flat_scores, mixed_requests
 
 from evalkit.cli import main
+from evalkit.models.qwen_vl.adapter import QwenVLModel
 from evalkit.models.qwen_vl.engine import EngineConfig, QwenVLEngine
-from evalkit.models.qwen_vl.harness import QwenVLModel
 from evalkit.task import Request
 
 pytestmark = [

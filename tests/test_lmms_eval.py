@@ -15,7 +15,7 @@ import yaml
 from conftest import TINY_CKPT, checkout_env
 from PIL import Image
 
-from evalkit.models.qwen_vl.harness import QwenVLModel
+from evalkit.models.qwen_vl.adapter import QwenVLModel
 from evalkit.task import ImageRef, Request
 
 try:

@@ -195,7 +195,7 @@ def test_bootstrap_means_resample_with_replacement_at_full_size():
 
 def test_runner_stores_the_95_percent_interval():
     """What run.json gets: score_task's ci95 is the 95% interval (the audit's planted 90% went unnoticed)."""
-    from evalkit.scoring import score_task
+    from evalkit.metrics.score import score_task
     from evalkit.task import DatasetSpec, MetricSpec, TaskSpec
 
     rng = np.random.default_rng(13)

@@ -157,7 +157,7 @@ def test_bleu_intervals_are_the_official_bleu_of_each_resample(demo):
 
 def test_bleu_interval_reaches_run_json(demo):
     """Every caption aggregate but METEOR carries a 95% interval in run.json's metrics."""
-    from evalkit.scoring import score_task
+    from evalkit.metrics.score import score_task
     from evalkit.task import DatasetSpec, MetricSpec, TaskSpec
 
     ids, preds, refs = demo

@@ -100,7 +100,7 @@ class ForceTokens(torch.nn.Module):
 
 @pytest.mark.parametrize("engine", ["fast", "hf"])
 def test_chat_generation_stops_at_im_end(engine, tiny_model, tiny_processor):
-    from evalkit.models.qwen_vl.harness import QwenVLModel
+    from evalkit.models.qwen_vl.adapter import QwenVLModel
 
     tok = tiny_processor.tokenizer
     word, other = tok.encode("red")[0], tok.encode(" user")[0]

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from evalkit.models.base import ModelError
 from evalkit.models.qwen_vl import QwenVLConfig, QwenVLForCausalLM
-from evalkit.models.qwen_vl.harness import QwenVLModel
+from evalkit.models.qwen_vl.adapter import QwenVLModel
 from evalkit.models.qwen_vl.modeling import register
 
 PROMPT_IDS = torch.tensor([[785, 6722, 315, 9625, 374]])  # "The capital of France is"
@@ -237,7 +237,7 @@ class _OneParam(torch.nn.Module):
     (torch.float32, "cpu", True),
 ])
 def test_fp32_on_a_gpu_turns_tf32_off(dtype, device, tf32_after):
-    from evalkit.models.qwen_vl.harness import exact_fp32
+    from evalkit.models.qwen_vl.adapter import exact_fp32
 
     # saved and put back by hand: these flags are properties of torch's backend modules, which
     # pytest >= 9.2's monkeypatch would delete on undo rather than restore

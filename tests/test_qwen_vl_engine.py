@@ -20,8 +20,8 @@ import torch
 from fixtures.qwen_tiny import records, request_from_prompt
 from PIL import Image
 
+from evalkit.models.qwen_vl.adapter import QwenVLModel
 from evalkit.models.qwen_vl.engine import EngineConfig, FeatureCache, QwenVLEngine
-from evalkit.models.qwen_vl.harness import QwenVLModel
 from evalkit.task import ImageRef, Request
 
 # Prompts whose greedy continuations vary token by token on the tiny random weights (image

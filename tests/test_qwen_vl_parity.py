@@ -14,7 +14,7 @@ import torch
 from fixtures.qwen_tiny import image_request, records
 
 from evalkit.models.qwen_vl import QwenVLForCausalLM, QwenVLProcessor
-from evalkit.models.qwen_vl.harness import QwenVLModel
+from evalkit.models.qwen_vl.adapter import QwenVLModel
 from evalkit.models.qwen_vl.vision import VisionTransformer
 from evalkit.task import Request
 

@@ -14,9 +14,9 @@ from PIL import Image, ImageDraw, ImageStat
 from run_fixtures import FakeTask, write_run
 
 from evalkit.cli import main
-from evalkit.compare import open_run
 from evalkit.registry import Registry
-from evalkit.report import build_context, curve_svg, render
+from evalkit.results.compare import open_run
+from evalkit.results.report import build_context, curve_svg, render
 
 GT = "#2da44e"
 PRED = "#ff4d6d"

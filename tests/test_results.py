@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from evalkit.results import RunError, SampleCache, atomic_write_json, load_run
+from evalkit.results.runs import RunError, SampleCache, atomic_write_json, load_run
 from evalkit.task import Prediction
 
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from evalkit.results import SCHEMA, RunError, SampleCache, atomic_write_json, load_run
+from evalkit.results.runs import SCHEMA, RunError, SampleCache, atomic_write_json, load_run
 from evalkit.task import Prediction
 
 # text as models and datasets produce it, including what JSON escapes and a lone surrogate

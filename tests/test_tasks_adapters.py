@@ -11,7 +11,7 @@ from fixtures.catalog import DATA, HUB, registry
 
 from evalkit.data import load_samples
 from evalkit.data.loader import _ADAPTERS, DatasetError
-from evalkit.submission import write_submission
+from evalkit.results.submission import write_submission
 from evalkit.task import DatasetSpec, Prediction, Sample
 
 
@@ -264,8 +264,8 @@ def test_refcoco_hub_copy_gives_the_refer_route_samples_and_scores(tmp_path, spl
     """The hub copy (one row per object, expressions in `answer`, bbox [x,y,w,h], image embedded) and the
     refer files, made from the same objects: the same samples (one per expression, pixel boxes, image
     size) and the same scores for the same outputs."""
+    from evalkit.metrics.score import score_task
     from evalkit.registry import load_spec
-    from evalkit.scoring import score_task
 
     (tmp_path / "hub.yaml").write_text(HUB_REFCOCO_SPEC.format(tasks=registry().get("refcoco_val").source.rsplit("/", 1)[0],
                                                                split=split))

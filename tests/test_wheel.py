@@ -69,7 +69,7 @@ def test_the_wheel_carries_the_run_time_files(venv):
     assert specs and specs <= names
     for f in ("results/paper.json", "benchmarks/configs/small_cpu.json", "benchmarks/configs/qwen.tiktoken"):
         assert f"evalkit/_repo/{f}" in names
-    assert "evalkit/templates/report.html.j2" in names and "evalkit/demo/assets/model/model.safetensors" in names
+    assert "evalkit/results/templates/report.html.j2" in names and "evalkit/demo/assets/model/model.safetensors" in names
     assert not any(n.startswith(("tests/", "evalkit/_repo/tests")) for n in names)
 
 

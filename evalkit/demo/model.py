@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from evalkit.demo.checkpoint import MODEL_DIR
-from evalkit.models.qwen_vl.harness import QwenVLModel
+from evalkit.models.qwen_vl.adapter import QwenVLModel
 
 
 class DemoModel:

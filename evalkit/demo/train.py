@@ -36,7 +36,7 @@ from evalkit.data.fields import row_to_sample
 from evalkit.demo.checkpoint import MODEL_DIR, make_config, save_checkpoint
 from evalkit.demo.data import DEFAULT_SEED, TASKS, make_row, make_scene, split_rows, target_text
 from evalkit.demo.vocab import build_vocab
-from evalkit.models.qwen_vl.harness import QwenVLModel, request_text
+from evalkit.models.qwen_vl.adapter import QwenVLModel, request_text
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
 from evalkit.models.qwen_vl.tokenizer import QwenTokenizer

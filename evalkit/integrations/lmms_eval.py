@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from evalkit.chat import STOP_MARKERS, conversation, image_lines
 from evalkit.distributed import Dist
-from evalkit.models.qwen_vl.harness import QwenVLModel
+from evalkit.models.qwen_vl.adapter import QwenVLModel
 from evalkit.task import ImageError, ImageRef, Request
 
 T = TypeVar("T")

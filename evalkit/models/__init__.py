@@ -15,7 +15,7 @@ from evalkit.task import ChoiceScore, Request
 
 _KINDS = {
     "replay": "evalkit.models.replay:ReplayModel",
-    "qwen-vl": "evalkit.models.qwen_vl.harness:QwenVLModel",
+    "qwen-vl": "evalkit.models.qwen_vl.adapter:QwenVLModel",
     "demo": "evalkit.demo.model:DemoModel",
 }
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalkit.argtypes import at_least
-from evalkit.compare import (
+from evalkit.results.compare import (
     ScoreBook,
     Significance,
     mismatches,
@@ -35,7 +35,7 @@ from evalkit.compare import (
     text_table,
     to_points,
 )
-from evalkit.results import Run, RunError, atomic_write_json
+from evalkit.results.runs import Run, RunError, atomic_write_json
 
 
 @dataclass

@@ -4,7 +4,7 @@ VQAv2 test-dev (EvalAI, VQA Challenge), VizWiz test-dev (EvalAI, VizWiz VQA) and
 (rrc.cvc.uab.es, DocVQA Task 1) keep their answers private: a run writes the file the server
 takes instead of a score. The answer written is the post-processed one (eval_mm strips its
 outputs), the same text a public split would score. MMBench test (OpenCompass server) and
-TouchStone (a GPT-4 judge) take tables: `evalkit.submission_tables` writes those.
+TouchStone (a GPT-4 judge) take tables: `evalkit.results.submission_tables` writes those.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evalkit.results import atomic_write_json
+from evalkit.results.runs import atomic_write_json
 from evalkit.task import Prediction, Sample
 
 Record = Callable[[Prediction, Sample], dict[str, Any]]
@@ -50,14 +50,14 @@ SERVERS: dict[str, str] = {
 
 def submission_suffix(kind: str) -> str:
     """The file extension the `kind` server takes."""
-    from evalkit.submission_tables import TABLES
+    from evalkit.results.submission_tables import TABLES
 
     return TABLES[kind][0] if kind in TABLES else ".json"
 
 
 def write_submission(kind: str, predictions: list[Prediction], samples: list[Sample], path: Path) -> None:
     """Write `predictions` (aligned with `samples`) as the `kind` server's file, atomically."""
-    from evalkit.submission_tables import TABLES
+    from evalkit.results.submission_tables import TABLES
 
     if kind in TABLES:
         TABLES[kind][1](predictions, samples, path)

@@ -16,10 +16,6 @@ mismatch is a numbered note in the table, never silently compared. Significance 
 paired test on the per-sample scores of shared samples (`evalkit.metrics.stats.paired_test`:
 McNemar for 0/1 scores, paired bootstrap otherwise); where one side has no per-sample scores
 (a committed bare run.json), from a z-test on the two 95% CIs.
-
-Called, this module is the Python API's `compare` (`evalkit.compare(runs, baseline=...)`, see
-`evalkit.api.compare`): `evalkit.compare` names both, and a submodule import would otherwise
-replace the package's function with the module.
 """
 
 from __future__ import annotations
@@ -27,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from evalkit.resources import repo_path
-from evalkit.results import Run, RunError, load_run
+from evalkit.results.runs import Run, RunError, load_run
 from evalkit.task import Prediction
 
 POINTS = 100.0  # display scale: stored 0..1 values x 100 (see module docstring)
@@ -329,7 +323,7 @@ class Table:
         return lines
 
     def frame(self) -> TableFrame:
-        """`numeric_frame` that also renders as this table (what `evalkit.compare` returns)."""
+        """`numeric_frame` that also renders as this table (what `evalkit.results.compare` returns)."""
         frame = TableFrame(self.numeric_frame())
         frame.table = self
         return frame
@@ -642,7 +636,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     paper = False if args.paper is None else args.paper or True  # --paper alone: the shipped paper.json
     text = compare(args.runs, args.baseline, tasks=tasks, paper=paper, alpha=args.significance).render(args.format)
     if args.output:
-        from evalkit.results import atomic_write_text
+        from evalkit.results.runs import atomic_write_text
 
         atomic_write_text(args.output, text)
         print(f"wrote {args.output}")
@@ -675,13 +669,3 @@ def cmd_diff(args: argparse.Namespace) -> int:
     a, b = unique_labels([run_a, run_b])
     print(format_diff(diff_runs(run_a, run_b, args.task, args.metric), a, b, args.limit))
     return 0
-
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> TableFrame:
-        from evalkit.api import compare
-
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule  # evalkit.compare(...) is evalkit.api.compare (docstring)

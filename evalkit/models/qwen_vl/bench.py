@@ -81,9 +81,9 @@ def _load(args: argparse.Namespace, batch_size: int | str):
     import torch
 
     from evalkit.models.base import ModelError
+    from evalkit.models.qwen_vl.adapter import QwenVLModel, resolve_dtype
     from evalkit.models.qwen_vl.config import QwenVLConfig
     from evalkit.models.qwen_vl.engine import EngineConfig
-    from evalkit.models.qwen_vl.harness import QwenVLModel, resolve_dtype
     from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
     from evalkit.models.qwen_vl.processor import QwenVLProcessor
     from evalkit.models.qwen_vl.tokenizer import VOCAB_FILE, QwenTokenizer
@@ -415,7 +415,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     }
     print(format_table(result))
     if pipeline:
-        from evalkit.bench_pipeline import format_pipeline
+        from evalkit.models.qwen_vl.bench_pipeline import format_pipeline
 
         alone = {**result["engine"], "seconds": sorted(pipeline["engine_alone_seconds"])[
             (len(pipeline["engine_alone_seconds"]) - 1) // 2]}
@@ -433,8 +433,8 @@ def run_pipelines(args: argparse.Namespace, model, engine: dict[str, Any], reque
     engine alone and every pipeline run N times round-robin; each keeps its median run."""
     import statistics
 
-    from evalkit.bench_pipeline import compare, run_pipeline
     from evalkit.models.base import ModelError
+    from evalkit.models.qwen_vl.bench_pipeline import compare, run_pipeline
 
     try:
         sizes = [int(b) for b in args.pipeline_batch_sizes.split(",") if b.strip()]

@@ -26,8 +26,8 @@ from typing import Any
 
 from markupsafe import Markup
 
-from evalkit.compare import family_of, open_run, select_keys, to_points
-from evalkit.results import Run, RunError, atomic_write_text
+from evalkit.results.compare import family_of, open_run, select_keys, to_points
+from evalkit.results.runs import Run, RunError, atomic_write_text
 from evalkit.task import ImageError, Prediction, Sample, TaskSpec
 
 THUMB_SIDE = 360  # px, longest side of an embedded thumbnail
