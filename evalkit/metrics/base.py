@@ -1,15 +1,13 @@
 """How a task-level metric plugs into the runner.
 
-A metric sees the whole list of predictions of a task at once, because some metrics are
-corpus-level (CIDEr needs document frequencies over all references, BLEU is not an average
-of per-sample scores). It returns per-sample scores (written to samples/<task>.jsonl, used
-for paired comparisons) and aggregates (written to run.json). Where an aggregate is the mean
-of a per-sample key of the same name, the runner attaches a bootstrap CI to it.
+A metric sees all of a task's predictions at once because some are corpus-level (CIDEr's document
+frequencies, BLEU's summed n-gram counts). Per-sample scores feed paired comparisons; an aggregate
+that is the mean of the per-sample key of its name gets the runner's bootstrap CI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,15 +56,27 @@ def metric_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def mean_result(key: str, values: list[float], info: dict[str, Any] | None = None) -> MetricResult:
-    """The common case: one per-sample score whose mean is the task score."""
-    agg = sum(values) / len(values) if values else float("nan")
-    return MetricResult([{key: v} for v in values], {key: agg}, info or {})
+def mean(values: Sequence[float]) -> float:
+    """NaN for no values: an empty task has no score, not a score of 0."""
+    return sum(values) / len(values) if values else float("nan")
+
+
+def mean_result(key: str, values: list[float], info: dict[str, Any] | None = None,
+                **more: list[float]) -> MetricResult:
+    """Every metric whose task score is the mean of a per-sample score (``more``: further keys, one mean
+    each), so the runner's bootstrap of those per-sample values is the score's CI."""
+    columns = {key: values, **more}
+    per_sample = [dict(zip(columns, row)) for row in zip(*columns.values(), strict=True)]
+    return MetricResult(per_sample, {k: mean(v) for k, v in columns.items()}, info or {})
+
+
+def answer_text(prediction: Prediction) -> str:
+    """The parsed answer where the runner set one, else the raw output."""
+    return prediction.answer if isinstance(prediction.answer, str) else prediction.output
 
 
 def answers_of(predictions: list[Prediction]) -> list[str]:
-    """The parsed answer where the runner set one, else the raw output."""
-    return [p.answer if isinstance(p.answer, str) else p.output for p in predictions]
+    return [answer_text(p) for p in predictions]
 
 
-__all__ = ["MetricInputError", "MetricResult", "register_metric", "get_metric", "metric_names", "mean_result", "answers_of"]
+__all__ = ["MetricInputError", "MetricResult", "register_metric", "get_metric", "metric_names", "mean", "mean_result", "answer_text", "answers_of"]

@@ -1,28 +1,17 @@
 """COCO caption metrics through pycocoevalcap, the official coco-caption implementation.
 
-What ``pycocoevalcap.eval.COCOEvalCap`` does, minus its COCO-file plumbing: the Stanford PTB tokenizer
-(Java, lower-cases and drops punctuation) on references and predictions, then the scorers on the tokenised
-text -- BLEU-1..4 (``Bleu(4)``, option "closest", corpus-level), METEOR 1.5 (Java), ROUGE-L, CIDEr (the
-``Cider`` class, which is CIDEr-D: sigma 6, clipped counts, x10 -- the number the paper reports, on the
-0..~1.5 scale pycocoevalcap returns, i.e. 0.858 for the paper's 85.8) and optionally SPICE.
+``pycocoevalcap.eval.COCOEvalCap`` minus its COCO-file plumbing: PTB tokenizer, then BLEU-1..4, METEOR 1.5,
+ROUGE-L, CIDEr (the ``Cider`` class is CIDEr-D, the paper's number: 0.858 here is its 85.8), optionally SPICE.
+pix2struct and lmms-eval call the same scorers and give the same numbers.
 
-CIDEr's IDF weights are document frequencies over the *references of the images being scored*, so a score on a
-subset (``--limit``) is not comparable to the full-split score, and per-image CIDEr depends on which other images
-are in the set. The task adapter says so in its ``info``. Per-image CIDEr and ROUGE-L are exact parts of their
-corpus scores (both are plain means), so their intervals are the bootstrap of those means. BLEU and METEOR corpus
-scores are not means of per-image scores: BLEU's interval resamples its summed n-gram statistics
-(``bleu_with_ci``); METEOR's corpus score is computed inside the METEOR jar from statistics it aggregates
-itself, so a resample would cost a Java round trip each and METEOR is reported without an interval.
+Intervals: per-image CIDEr and ROUGE-L average to their corpus scores, so theirs is the runner's bootstrap.
+BLEU is not a mean, so its interval resamples its summed n-gram statistics (``bleu_with_ci``); METEOR
+aggregates inside its jar, where each resample would be a Java round trip, so it has none. CIDEr's IDF
+comes from the scored images' references, so a ``--limit`` subset is not comparable to the full split.
 
-Costs: the tokenizer is one Java call per evaluation (references and predictions go in one batch; tokenisation
-is line by line, so this equals COCOEvalCap's two calls). METEOR's JVM takes ~10 s to start, so one scorer is
-started per process on first use and reused (``metrics=`` without "METEOR" never starts it). SPICE is off by
-default: it needs Stanford CoreNLP jars that pycocoevalcap downloads on first use.
-
-Deviations from COCOEvalCap, for robustness only: "|||" is removed from references as well as from predictions
-before METEOR (it is METEOR's field separator; the official wrapper strips it from predictions only, and a
-reference containing it desynchronises the Java process). pix2struct's and lmms-eval's COCO caption metrics call
-the same pycocoevalcap scorers (lmms-eval per task utils, e.g. coco_cap/utils.py) and give the same numbers.
+Costs: one tokenizer call per evaluation; one METEOR JVM (~10 s to start) per process, reused; SPICE is off
+by default (it downloads CoreNLP). The one deviation, for robustness: "|||" (METEOR's field separator) is
+removed from references too, not only from predictions, since one in a reference desynchronises the jar.
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """Multiple-choice accuracy (ScienceQA-IMG) from log-likelihoods or from a generated answer.
 
 Log-likelihood scoring is the paper's: QwenLM/Qwen-VL eval_mm/evaluate_multiple_choice.py
-@ 10cb904198d4e0e161d0f9f36ba9fac8ac7899e4 appends " A", " B", ... to the prompt, takes the cross-entropy of
-each target token, averages it over the target's tokens and predicts ``argmin`` (ties -> the first choice,
-torch's argmin). ``Prediction.choice_scores`` holds one ``[logprob_sum, n_tokens]`` per choice, and
-argmin(mean CE) == argmax(logprob_sum / n_tokens). A choice with n_tokens <= 0 or a non-finite score is never
-picked (the script would average an empty slice to NaN) and is counted in ``info``.
-
-Without scores (a generated answer) the text is parsed: first the option whose text equals the answer
-(case-insensitive, ignoring surrounding spaces and a trailing period), so "A dog" picks the option "a dog"
-rather than option A; else a leading option letter within the number of choices -- "B", "(B)", "B.", "B)",
-"B: text", "Answer: B", "The answer is (B)"; a lower-case letter counts only when it is the whole answer, so
-"a cat" is not option A. Anything else is unparseable (counted in ``info``) and wrong.
+@ 10cb904198d4e0e161d0f9f36ba9fac8ac7899e4 predicts the argmin of each choice's mean target-token
+cross-entropy (ties -> the first, as torch's argmin), i.e. the argmax of ``logprob_sum / n_tokens`` over
+``Prediction.choice_scores``. A choice without a usable score is never picked (the script would average an
+empty slice to NaN) and is counted in ``info``. Without scores the generated text is parsed (``parse_choice``).
 """
 
 from __future__ import annotations
@@ -22,7 +15,7 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-from evalkit.metrics.base import MetricResult, register_metric
+from evalkit.metrics.base import MetricResult, answer_text, mean_result, register_metric
 from evalkit.task import Prediction, Sample
 
 LETTERS = string.ascii_uppercase
@@ -56,7 +49,9 @@ def _option_text(text: str) -> str:
 
 
 def parse_choice(text: str, choices: Sequence[str]) -> int | None:
-    """The option a generated answer names (letter or option text), or None (module docstring)."""
+    """The option a generated answer names, or None: its option text first, so "A dog" is the option "a dog"
+    and not option A; else a leading letter ("B", "(B)", "Answer: B"), lower-case only when it is the whole
+    answer, so "a cat" is not option A."""
     wanted = _option_text(text)
     matches = [i for i, c in enumerate(choices) if _option_text(str(c)) == wanted]
     if len(matches) == 1:
@@ -68,6 +63,13 @@ def parse_choice(text: str, choices: Sequence[str]) -> int | None:
         if match and (index := LETTERS.index(match.group(1).upper())) < len(choices):
             return index
     return None
+
+
+def picked_index(pred: Prediction, choices: Sequence[str]) -> int | None:
+    """The choice a prediction makes: by its scores when it has them, else by its text."""
+    if pred.choice_scores:
+        return pick_by_loglikelihood(pred.choice_scores)
+    return parse_choice(answer_text(pred) or "", choices)
 
 
 def gold_index(reference: Any, choices: Sequence[str]) -> int | None:
@@ -89,22 +91,18 @@ def gold_index(reference: Any, choices: Sequence[str]) -> int | None:
 @register_metric("choice_accuracy")
 def choice_accuracy(predictions: list[Prediction], samples: list[Sample]) -> MetricResult:
     """Task adapter: ``references`` = gold index, ``fields["choices"]`` = options; per-sample ``choice_accuracy``."""
-    per_sample: list[dict[str, float]] = []
+    hits: list[float] = []
     counts = {"from_scores": 0, "from_text": 0, "unparseable": 0, "bad_scores": 0}
     for pred, sample in zip(predictions, samples, strict=True):
         choices = list(sample.fields.get("choices") or [])
         if pred.choice_scores:
             counts["from_scores"] += 1
             counts["bad_scores"] += sum(not _usable(lp, n) for lp, n in pred.choice_scores)
-            picked = pick_by_loglikelihood(pred.choice_scores)
         else:
             counts["from_text"] += 1
-            text = pred.answer if isinstance(pred.answer, str) else pred.output
-            picked = parse_choice(text or "", choices)
+        picked = picked_index(pred, choices)
         if picked is None:
             counts["unparseable"] += 1
         gold = gold_index(sample.references, choices)
-        per_sample.append({"choice_accuracy": float(picked is not None and picked == gold)})
-    n = len(per_sample)
-    agg = sum(s["choice_accuracy"] for s in per_sample) / n if n else float("nan")
-    return MetricResult(per_sample, {"choice_accuracy": agg}, {"choice_accuracy": {"n": n, **counts}})
+        hits.append(float(picked is not None and picked == gold))
+    return mean_result("choice_accuracy", hits, {"choice_accuracy": {"n": len(hits), **counts}})

@@ -1,18 +1,10 @@
 """Normalised exact match as Qwen-VL's eval_mm/evaluate_vqa.py scores GQA, OCR-VQA and AI2D.
 
-Source: QwenLM/Qwen-VL eval_mm/evaluate_vqa.py @ 371c034ddb13541b3e41a445ba8f02162046e0bc.
-``evaluate_exact_match_accuracy`` counts a prediction correct when ``pred.strip().lower()`` equals
-``ref.strip().lower()`` for any reference (a single string reference is one reference) -- that is
-``normalize="plain"`` here, used for OCR-VQA and AI2D (ai2diagram) as is.
-
-For GQA (``normalize="gqa"``) the script first rewrites every decoded answer: keep the text before the first
-".", then before the first ",", then before the first "!", lower-case; then, in this order, if "is ", "are ",
-"a ", "an ", "the " occurs, keep what follows its *first* occurrence, and if " of" occurs keep what precedes it;
-strip. The rule is purely textual, so it has sharp edges that are part of the paper's numbers: "This is a
-table" -> "" ("this" contains "is "), "banana split" -> "split", "The answer is: 2" -> "answer is: 2"
-(values measured by running the script's code, see tests/test_metrics_exact.py).
-
-``normalize="none"`` is plain string equality, for tasks whose references are already canonical.
+Source: QwenLM/Qwen-VL eval_mm/evaluate_vqa.py @ 371c034ddb13541b3e41a445ba8f02162046e0bc:
+``evaluate_exact_match_accuracy`` (``normalize="plain"``, OCR-VQA and AI2D) and, for GQA
+(``normalize="gqa"``), its textual answer clean-up first. That clean-up has sharp edges that are part of the
+paper's numbers ("This is a table" -> "", since "this" contains "is "; "banana split" -> "split"), so they
+are kept (tests/test_metrics_text.py). ``normalize="none"`` is for references that are already canonical.
 """
 
 from __future__ import annotations
@@ -20,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from evalkit.metrics.base import MetricResult, answers_of, register_metric
+from evalkit.metrics.base import MetricResult, answers_of, mean_result, register_metric
 from evalkit.task import Prediction, Sample
 
 # (marker, keep the part after it?) applied in this order by eval_mm's gqa post-processing.
@@ -84,7 +76,6 @@ def exact_match_metric(
         raise ValueError(f"unknown normalize {normalize!r}; expected one of {sorted(NORMALIZERS)}")
     texts = answers_of(predictions)
     scores = [exact_match(t or "", s.references, normalize) for t, s in zip(texts, samples, strict=True)]
-    agg = sum(scores) / len(scores) if scores else float("nan")
     empty = sum(not reference_list(s.references) for s in samples)
     info = {"exact_match": {"normalize": normalize, "n": len(scores), "no_references": empty}}
-    return MetricResult([{"exact_match": v} for v in scores], {"exact_match": agg}, info)
+    return mean_result("exact_match", scores, info)

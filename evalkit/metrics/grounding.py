@@ -1,24 +1,13 @@
 """Referring-expression grounding (RefCOCO/+/g): Acc@IoU>=0.5 of one predicted box per expression.
 
-Default rule ("qwen") -- exactly QwenLM/Qwen-VL eval_mm/evaluate_grounding.py @ 10cb904198d4e0e161d0f9f36ba9fac8ac7899e4:
+The default rule ("qwen") is exactly QwenLM/Qwen-VL eval_mm/evaluate_grounding.py
+@ 10cb904198d4e0e161d0f9f36ba9fac8ac7899e4, strictness included, because the paper's numbers depend on it:
+only the first "(x1,y1),(x2,y2)" of the raw text counts (a space between the pairs is unparseable, which the
+script scores as the box (0, 0, 0, 0)), coordinates in 0..999 are scaled in float32 as its torch tensors are,
+and IoU is torchvision's (no +1, unclamped areas, so swapped corners give 0). The script's
+``drop_last=True`` skips a partial last batch: a sampling artefact, not part of the metric, not reproduced.
 
-- the first match of ``\\((.*?)\\),\\((.*?)\\)`` in the raw decoded text (no strip; "." does not cross newlines);
-  both groups must contain "," and split on "," into exactly two ``float()``-able parts, else the output is
-  unparseable and the script scores the box (0, 0, 0, 0) -- i.e. IoU 0, never correct. Python ``float()``
-  accepts spaces, "1e2", "nan"; "(100,200), (300,400)" (space between the pairs) and "((100,200),(300,400))"
-  are unparseable;
-- coordinates are in [0, 999]: x / 999 * width, y / 999 * height, in float32 as the script's torch tensors;
-- IoU as its ``box_iou`` with torchvision's ``box_area``: areas (x2-x1)*(y2-y1) with no +1 and no clamping,
-  intersection clamped at 0, inter / (area_a + area_b - inter), float32. A box with swapped corners therefore
-  has IoU 0; NaN IoUs (zero-area boxes, "nan" coordinates) are not >= 0.5 and are reported here as 0;
-- correct when IoU >= threshold (0.5). The gold box is [x1, y1, x2, y2] in pixels.
-
-The script runs its DataLoader with ``drop_last=True``, so with batch size > 1 it silently skips the last
-partial batch on each rank; that is a sampling artefact, not part of the metric, and is not reproduced.
-
-"lenient" is a separate parser for other models' formats (not used for the paper's numbers): Qwen pairs with
-free spacing, ``[x1, y1, x2, y2]`` or ``(x1, y1, x2, y2)`` in pixels, or in 0..1 when all four are <= 1;
-corners are put in order and the box is clipped to the image.
+"lenient" is a parser for other models' formats, not used for the paper's numbers.
 """
 
 from __future__ import annotations
@@ -29,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from evalkit.metrics.base import MetricResult, answers_of, register_metric
+from evalkit.metrics.base import MetricResult, answers_of, mean_result, register_metric
 from evalkit.task import Prediction, Sample
 
 Box = tuple[float, float, float, float]
@@ -110,7 +99,8 @@ def grounding_accuracy(
     if parser not in PARSERS:
         raise ValueError(f"unknown box parser {parser!r}; expected one of {sorted(PARSERS)}")
     parse = PARSERS[parser]
-    per_sample: list[dict[str, float]] = []
+    hits: list[float] = []
+    ious: list[float] = []
     unparseable = nan_iou = 0
     for text, sample in zip(answers_of(predictions), samples, strict=True):
         try:
@@ -127,12 +117,8 @@ def grounding_accuracy(
             if math.isnan(value):
                 nan_iou += 1
                 value = 0.0
-        per_sample.append({"grounding_accuracy": float(value >= threshold), "iou": value})
-    n = len(per_sample)
-    aggregate = {
-        "grounding_accuracy": sum(s["grounding_accuracy"] for s in per_sample) / n if n else float("nan"),
-        "iou": sum(s["iou"] for s in per_sample) / n if n else float("nan"),
-    }
-    info = {"grounding_accuracy": {"parser": parser, "threshold": threshold, "n": n,
+        hits.append(float(value >= threshold))
+        ious.append(value)
+    info = {"grounding_accuracy": {"parser": parser, "threshold": threshold, "n": len(hits),
                                    "unparseable": unparseable, "nan_iou": nan_iou}}
-    return MetricResult(per_sample, aggregate, info)
+    return mean_result("grounding_accuracy", hits, info, iou=ious)

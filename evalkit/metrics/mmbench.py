@@ -1,21 +1,14 @@
 """MMBench dev accuracy the three ways Qwen-VL's eval_mm/mmbench scripts count it.
 
-MMBench's files hold every question several times with its options rotated ("circular"): the
-copy of question i with rotation r has index r x 1,000,000 + i. Predictions come from
-evaluate_multiple_choice_mmbench.py: the best mean log-likelihood of " A" .. " D" after the
-prompt, as ScienceQA's. Source: QwenLM/Qwen-VL eval_mm/mmbench @ 10cb904198d4e0e161d0f9f36ba9fac8ac7899e4.
+Source: QwenLM/Qwen-VL eval_mm/mmbench @ 10cb904198d4e0e161d0f9f36ba9fac8ac7899e4. MMBench holds every
+question several times with its options rotated (index rotation x 1,000,000 + question), so one accuracy
+is not enough:
 
-- `mmbench_circular` (mmbench_evaluation.py, MMBench's CircularEval): a question counts when
-  every rotation present is answered right. (MMBENCH.md labels this script "without consistency
-  constrain".)
-- `mmbench_consistent` (mmbench_evaluation_tricky.py, "with consistency constrain", the number
-  Qwen-VL submits: mmbench_predict_to_submission.py rewrites every rotation to one answer): the
-  option *text* predicted most often across the rotations, compared with the answer text. The
-  script breaks a tie with an unseeded `random.choice`; here the tie is broken by
-  `random.Random(seed of the question index)`, so reruns agree (any tie-break is the script's).
-- `mmbench_accuracy`: plain accuracy over every row evaluated; `mmbench_vanilla`: over the
-  original (rotation 0) rows only.
-- `mmbench_circular/<category>`: CircularEval per MMBench category.
+- `mmbench_circular` (mmbench_evaluation.py, CircularEval): every rotation present answered right.
+- `mmbench_consistent` (mmbench_evaluation_tricky.py, the number Qwen-VL submits): the option text picked
+  most often across rotations. The script breaks ties with an unseeded `random.choice`; here the seed is the
+  question, so reruns agree (any tie-break is the script's).
+- `mmbench_accuracy` over every row; `mmbench_vanilla` over rotation 0 only; `mmbench_circular/<category>`.
 """
 
 from __future__ import annotations
@@ -24,8 +17,8 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from evalkit.metrics.base import MetricResult, register_metric
-from evalkit.metrics.choice import gold_index, parse_choice, pick_by_loglikelihood
+from evalkit.metrics.base import MetricResult, mean, register_metric
+from evalkit.metrics.choice import gold_index, picked_index
 from evalkit.task import Prediction, Sample, stable_hash
 
 ROTATION = 1_000_000
@@ -49,13 +42,6 @@ class Answered:
     @property
     def picked_text(self) -> str | None:
         return self.choices[self.picked] if self.picked is not None and self.picked < len(self.choices) else None
-
-
-def picked_index(pred: Prediction, choices: list[str]) -> int | None:
-    if pred.choice_scores:
-        return pick_by_loglikelihood(pred.choice_scores)
-    text = pred.answer if isinstance(pred.answer, str) else pred.output
-    return parse_choice(text or "", choices)
 
 
 def majority(texts: list[str | None], question: int, seed: int = 0) -> str | None:
@@ -98,17 +84,16 @@ def mmbench(predictions: list[Prediction], samples: list[Sample], seed: int = 0)
     n_q = len(circular)
     originals = [r for r in rows if r.rotation == 0]
     aggregate = {
-        "mmbench_circular": sum(circular.values()) / n_q if n_q else float("nan"),
-        "mmbench_consistent": sum(consistent.values()) / n_q if n_q else float("nan"),
-        "mmbench_accuracy": sum(r.right for r in rows) / len(rows) if rows else float("nan"),
-        "mmbench_vanilla": sum(r.right for r in originals) / len(originals) if originals else float("nan"),
+        "mmbench_circular": mean(list(circular.values())),
+        "mmbench_consistent": mean(list(consistent.values())),
+        "mmbench_accuracy": mean([r.right for r in rows]),
+        "mmbench_vanilla": mean([r.right for r in originals]),
     }
     by_category: dict[str, list[bool]] = defaultdict(list)
     for q, hit in circular.items():
         by_category[questions[q][0].category].append(hit)
     for category in sorted(by_category):
-        hits = by_category[category]
-        aggregate[f"mmbench_circular/{category}"] = sum(hits) / len(hits)
+        aggregate[f"mmbench_circular/{category}"] = mean(by_category[category])
     rotations = Counter(len(g) for g in questions.values())
     info = {"mmbench": {"questions": n_q, "rows": len(rows), "rotations_per_question": dict(sorted(rotations.items())),
                         "unparseable": sum(r.picked is None for r in rows)}}

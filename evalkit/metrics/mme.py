@@ -1,26 +1,19 @@
 """MME score as MME's official eval_tool/calculation.py computes it.
 
-Per subtask: every answer is lower-cased and parsed (`parse_yes_no`: "yes"/"no" as is, else "yes"
-or "no" found in its first 4 characters, "yes" first, else "other"); `acc` is the fraction of
-questions answered right, `acc_plus` the fraction of images with both of their questions right;
-the subtask score is (acc + acc_plus) x 100 and a group's score (perception: 10 subtasks, up to
-2000; cognition: 4, up to 800) is the sum of its subtasks' scores.
-
-Stored on evalkit's scale (`evalkit compare` shows stored x 100): `mme_score` = the sum over
-subtasks of (acc + acc_plus), so 14.8758 is the official 1487.58; `mme/<subtask>` = that subtask's
-acc + acc_plus. The per-sample key `mme_correct` (0/1) carries paired tests and a CI on `acc`.
-calculation.py pairs the two questions of an image by their consecutive lines; here they are
-grouped by image (`meta.image_key`, the hub's question_id "<subtask>/<image>"), the same pairs
-for MME's files. An image with one question (a `--limit` cut) counts for acc+ on that question
-alone and is reported in `info`. The values the official script gives on the replay fixture are
-in tests/fixtures/chat_bench/mme_expected.json (tests/fixtures/README.md says how they were made).
+A subtask scores (acc + acc_plus) x 100, acc_plus counting images with both questions right; a group's
+score (perception up to 2000, cognition up to 800) is the sum over its subtasks. Stored on evalkit's scale
+(`evalkit compare` shows stored x 100): `mme_score` 14.8758 is the official 1487.58. `mme_correct` (0/1 per
+question) is there for paired tests and a CI. calculation.py pairs an image's questions by consecutive
+lines; here by `meta.image_key`, the same pairs on MME's files, and robust to a `--limit` cut (an image
+left with one question is reported in `info`). tests/fixtures/chat_bench/mme_expected.json holds the
+official script's values on the replay fixture.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from evalkit.metrics.base import MetricResult, answers_of, register_metric
+from evalkit.metrics.base import MetricResult, answers_of, mean, register_metric
 from evalkit.task import Prediction, Sample
 
 
@@ -58,17 +51,15 @@ def mme_score(predictions: list[Prediction], samples: list[Sample]) -> MetricRes
     aggregate: dict[str, float] = {}
     table: dict[str, dict[str, float]] = {}
     for subtask, hits in correct.items():
-        acc = sum(hits) / len(hits)
-        acc_plus = sum(all(v) for v in images[subtask].values()) / len(images[subtask])
+        acc = mean(hits)
+        acc_plus = mean([all(v) for v in images[subtask].values()])
         table[subtask] = {"acc": acc, "acc_plus": acc_plus, "score": 100 * (acc + acc_plus), "questions": len(hits)}
         aggregate[f"mme/{subtask}"] = acc + acc_plus
     total = sum(aggregate.values())
-    n = len(per_sample)
     lonely = sum(len(v) != 2 for per in images.values() for v in per.values())
     summary = ", ".join(f"{s} {row['score']:.2f}" for s, row in table.items())
     info = {"mme": {"subtasks": table, "score_official_points": 100 * total, "other_answers": others,
                     "images_without_two_questions": lonely,
                     "note": f"MME score {100 * total:.2f} (official points; per subtask: {summary})"}}
     return MetricResult(per_sample, {"mme_score": total, **aggregate,
-                                     "mme_correct": sum(s["mme_correct"] for s in per_sample) / n if n else float("nan")},
-                        info)
+                                     "mme_correct": mean([s["mme_correct"] for s in per_sample])}, info)

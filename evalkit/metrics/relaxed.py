@@ -1,29 +1,20 @@
 """ChartQA relaxed accuracy: numbers within 5%, anything else by case-insensitive exact match.
 
 Source of the rule: google-research/pix2struct pix2struct/metrics.py @ 5b086ef5269a80d89fbdd37bdba263e492e83149,
-``relaxed_correctness(target, prediction)``. A string is a number if Python's ``float()`` accepts it (so
-surrounding spaces, "1e3", "1_000", "nan" are numbers and "1,000" or "$5" are not); a trailing "%" divides by
-100 ("50%" == "0.5", "50" != "50%"). The numeric branch needs the *reference side* to be a non-zero number;
-a zero or non-numeric reference falls back to ``a.lower() == b.lower()`` ("0" == "0", "0.0" != "0").
-NaN and inf never match (the relative change is NaN).
+``relaxed_correctness(target, prediction)``; "a number" is whatever Python's ``float()`` accepts (after a
+trailing "%" becomes /100), so "1e3" is one and "1,000" is not. Two variants, because Qwen-VL's call differs:
 
-``variant="pix2struct"``: the tolerance is relative to the target, ``|pred - target| / |target| <= 0.05``; the
-prediction is not stripped; best over the targets (``aggregate_metrics`` takes the max). lmms-eval's chartqa
-``relaxed_correctness(pred, doc["answer"])`` is this variant with a single target.
-
-``variant="eval_mm"``: Qwen-VL's eval_mm/evaluate_vqa.py (@371c034) calls
-``relaxed_correctness(elem['answer'].strip(), ann)`` -- prediction and target swapped -- so the tolerance is
-relative to the *prediction* and the zero/non-numeric fallback looks at the prediction; the prediction is
-stripped, a string annotation becomes a one-element list and the score is the max over the annotations. This
-is what produced the paper's ChartQA numbers. Example: prediction 95 vs target 100 is correct for pix2struct
-(5/100) and wrong for eval_mm (5/95); prediction 105.1 vs 100 is the other way round.
+- ``pix2struct``: tolerance relative to the target, best over the targets (lmms-eval's chartqa with one target).
+- ``eval_mm``: Qwen-VL's eval_mm/evaluate_vqa.py (@371c034) calls ``relaxed_correctness(elem['answer'].strip(),
+  ann)`` with prediction and target swapped, so the tolerance is relative to the prediction: 95 vs 100 is
+  right for pix2struct (5/100) and wrong here (5/95). This produced the paper's ChartQA numbers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from evalkit.metrics.base import MetricResult, answers_of, register_metric
+from evalkit.metrics.base import MetricResult, answers_of, mean_result, register_metric
 from evalkit.metrics.exact import reference_list
 from evalkit.task import Prediction, Sample
 
@@ -49,7 +40,7 @@ def relaxed_match(reference: str, candidate: str, max_relative_change: float = 0
 def relaxed_accuracy(
     prediction: str, target: Any, variant: str = "pix2struct", max_relative_change: float = 0.05
 ) -> float:
-    """1.0 if the prediction matches any target under the variant's rule (module docstring), else 0.0."""
+    """1.0 if the prediction matches any target under the variant's rule, else 0.0."""
     targets = reference_list(target)
     if variant == "pix2struct":
         hits = (relaxed_match(t, prediction, max_relative_change) for t in targets)
@@ -76,7 +67,6 @@ def relaxed_accuracy_metric(
         relaxed_accuracy(t or "", s.references, variant, max_relative_change)
         for t, s in zip(texts, samples, strict=True)
     ]
-    agg = sum(scores) / len(scores) if scores else float("nan")
     numeric = sum(_as_number((t or "").strip()) is not None for t in texts)
     info = {"relaxed_accuracy": {"variant": variant, "n": len(scores), "numeric_predictions": numeric}}
-    return MetricResult([{"relaxed_accuracy": v} for v in scores], {"relaxed_accuracy": agg}, info)
+    return mean_result("relaxed_accuracy", scores, info)

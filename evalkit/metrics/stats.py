@@ -1,18 +1,13 @@
 """Confidence intervals and paired significance tests on per-sample scores.
 
-Every task metric yields per-sample scores whose mean is the task score, so uncertainty is the sampling
-uncertainty of a mean over samples: the percentile bootstrap (resampling samples with replacement, seeded
-numpy, vectorised over resamples). Paired tests compare two runs on the *same* samples: McNemar for 0/1
-accuracies (exact binomial, or chi-square with continuity correction), a paired bootstrap of the mean
-difference otherwise; ``paired_test`` picks between them.
+Task scores are means over samples, so their uncertainty is that of a mean: the percentile bootstrap
+(seeded numpy, vectorised over resamples). Paired tests compare two runs on the same samples: McNemar for
+0/1 scores, a paired bootstrap of the mean difference otherwise.
 
-CIDEr: its IDF weights depend on the whole reference set, so re-running CIDEr on every resample would both
-cost minutes and change the metric. Instead the per-image CIDEr scores are computed once, with the document
-frequencies of the full reference set (``caption.evaluate_captions(...).per_image["CIDEr"]``; their mean is
-the corpus CIDEr), and those scores are resampled like any other per-sample score -- 1,000 resamples of 5,000
-captions take well under a second (benchmarks/bench_cider_bootstrap.py).
-
-No scipy: the binomial tail uses log-gamma, the chi-square(1) tail is erfc.
+CIDEr's IDF depends on the whole reference set, so re-running it per resample would cost minutes and change
+the metric; instead the per-image scores, computed once with the full set's document frequencies (their
+mean is the corpus CIDEr), are resampled like any other (benchmarks/bench_cider_bootstrap.py: well under a
+second for 1,000 x 5,000). No scipy: the binomial tail uses log-gamma, the chi-square(1) tail is erfc.
 """
 
 from __future__ import annotations

@@ -1,59 +1,30 @@
 """VQA accuracy (VQAv2, OK-VQA, TextVQA, VizWiz) as the official evaluator computes it.
 
-Score of one prediction against the human answers: for each of the n leave-one-out subsets of the answers,
-min(#answers in the subset equal to the prediction / 3, 1); the score is the mean over the subsets. Equality is
-exact string equality after the answer normalisation below, which comes from GT-Vision-Lab/VQA
-PythonEvaluationTools/vqaEvaluation/vqaEval.py (rewritten here, not copied):
+The answer normalisation is GT-Vision-Lab/VQA PythonEvaluationTools/vqaEvaluation/vqaEval.py, rewritten
+(not copied), quirks included because the published numbers carry them. Two variants, because the
+official code changed and Qwen-VL's numbers come from the older one:
 
-- whitespace: newlines and tabs become spaces, then the string is stripped;
-- punctuation: each of ``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !`` is deleted when it touches a space in the
-  original text or the text contains digit,digit (so "1,000" -> "1000"), otherwise replaced by a space; then
-  periods not followed by a digit are deleted -- at most 32 of them, because the official code passes
-  ``re.UNICODE`` (== 32) as the ``count`` argument of ``re.sub``. ``'`` and ``:`` are kept;
-- digits/articles: lower-case, split on whitespace, number words zero..ten (and "none") become digits,
-  "a"/"an"/"the" are dropped, apostrophe-less contractions are restored ("dont" -> "don't").
+- ``official``: the current code (a013f0043c1e2cdc995922dfe257f7149aa9af06, "Fixed processing answers
+  bug"): beyond whitespace, nothing is normalised unless the human answers disagree, so "Yes" scores 0
+  against ten "yes".
+- ``eval_mm``: Qwen-VL's eval_mm/vqa_eval.py (@48454c3, a LAVIS copy of the older code,
+  c4e6a0e4e84b9702d99800d3393652d92b5df224) as evaluate_vqa.py calls it: the prediction is always
+  normalised, the human answers never get the digits/articles step, so "2" cannot match "two".
 
-Two variants, because the official code changed and Qwen-VL's numbers come from the older one:
-
-``variant="official"`` -- the current GT-Vision-Lab code (commit a013f0043c1e2cdc995922dfe257f7149aa9af06,
-"Fixed processing answers bug"): answers are whitespace-cleaned; *only if the human answers are not all
-identical* are the answers and the prediction normalised (punctuation + digits/articles). When all humans
-agree the prediction is compared raw, so "Yes", "yes." or "two" score 0 against ten "yes"/"2".
-
-``variant="eval_mm"`` -- what Qwen-VL's eval_mm/vqa_eval.py (@48454c3, a LAVIS copy of the older
-GT-Vision-Lab code, commit c4e6a0e4e84b9702d99800d3393652d92b5df224) computes when evaluate_vqa.py calls
-``VQAEval(vqa, vqa.loadRes(results), n=2).evaluate()`` on the decoded, ``.strip()``-ed answer: the
-prediction is always fully normalised; the human answers are left raw (not even stripped) when they all agree
-and otherwise get the punctuation step only -- never the digits/articles step. So a prediction "2" cannot
-match a human "two", "the dog" cannot match "a dog", and ten identical answers "none" or "a" can never be
-matched (the prediction becomes "0" / "").
-
-Differences measured by running both official files on the cases in tests/test_metrics_vqa.py:
-"Yes"/"yes."/"two" vs all-identical answers (official 0, eval_mm 1); "2" vs 4x"two"+1x"2" (1 vs 0.3);
-"the dog" vs 3x"dog"+3x"a dog" (1 vs 0.9); "a"/"none" vs ten identical (1 vs 0); "  blue  " vs "blue "/" blue"
-(1 vs 0). ``n=2`` in eval_mm only rounds the printed percentages; per-sample scores here are unrounded.
-
-lmms-eval (lmms_eval/tasks/vqav2/utils.py @0393078 with _task_utils/vqa_eval_metric.py @61e5060) differs from
-both: it always pre-normalises the prediction with EvalAIAnswerProcessor (lower-case, drops every "," and "?",
-splits "'s"), then normalises it a second time when the humans disagree, and leaves identical human answers raw.
-So "Yes" vs ten "yes" scores 1 (like eval_mm) but "a"/"none" vs ten identical scores 0, and the 32-period cap is
-hit at a different place. The official code is the reference; lmms-eval is not reproduced here.
-
-The official code drops, for each subset, every answer *dict* equal to the held-out one; VQA annotation dicts
-carry a unique ``answer_id``, so that is exactly one answer, which is what this module assumes.
+tests/test_metrics_vqa.py holds the values both official files give on the cases where they differ.
+lmms-eval (vqav2/utils.py @0393078) pre-normalises differently and matches neither; it is not reproduced.
+The official code holds out one answer *dict* per subset; answer ids are unique, so here one answer.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
 
-from evalkit.metrics.base import MetricInputError, MetricResult, answers_of, register_metric
+from evalkit.metrics.base import MetricInputError, MetricResult, answers_of, mean_result, register_metric
 from evalkit.metrics.exact import reference_list
 from evalkit.task import Prediction, Sample
 
-VQAVariant = Literal["official", "eval_mm"]
 VARIANTS: tuple[str, ...] = ("official", "eval_mm")
 
 _PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
@@ -104,7 +75,7 @@ def clean_whitespace(text: str) -> str:
 
 
 def normalize_punctuation(text: str) -> str:
-    """The official processPunctuation step (see the module docstring)."""
+    """The official processPunctuation: a mark touching a space (or any, given "1,000") is deleted, else a space."""
     delete_all = _DIGIT_COMMA_DIGIT.search(text) is not None
     out = text
     for mark in _PUNCTUATION:
@@ -167,6 +138,5 @@ def vqa_accuracy(
             "VQA accuracy needs the human answers (10 per question) and scores a single one as 0 -- map "
             "`references` to the answer list (VQAv2 hub: answers[].answer) or use exact_match")
     scores = [vqa_score(t or "", r, variant) for t, r in zip(texts, refs, strict=True)]
-    agg = sum(scores) / len(scores) if scores else float("nan")
     info = {"vqa_accuracy": {"variant": variant, "n": len(scores), "no_references": sum(not r for r in refs)}}
-    return MetricResult([{"vqa_accuracy": s} for s in scores], {"vqa_accuracy": agg}, info)
+    return mean_result("vqa_accuracy", scores, info)

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evalkit.metrics.mmbench import ROTATION, majority, picked_index
+from evalkit.metrics.choice import picked_index
+from evalkit.metrics.mmbench import ROTATION, majority
 from evalkit.task import Prediction, Sample
 
 TOUCHSTONE_COLUMNS = ["index", "question", "human_annotation", "gpt4_ha_answer", "category", "task_name"]
