@@ -84,7 +84,7 @@ def choose_shots(pool: list[Sample], sample: Sample, k: int, seed: int, task: st
         return []
     query_keys = {im.key for im in sample.images}
     candidates = [s for s in pool if s.id != sample.id and not query_keys & {im.key for im in s.images}
-                  and "error" not in s.metadata]
+                  and s.error is None]
     if len(candidates) < k:
         raise PromptError(f"{task}: only {len(candidates)} few-shot candidates for sample {sample.id}, need {k}")
     rng = random.Random(int(stable_hash([seed, task, sample.id]), 16))

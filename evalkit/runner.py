@@ -438,8 +438,8 @@ class Runner:
             for sample in chunk:
                 pred = Prediction(sample_id=sample.id, task=spec.name, references=sample.references)
                 preds.append(pred)
-                if "error" in sample.metadata:
-                    pred.error = sample.metadata["error"]
+                if sample.error is not None:
+                    pred.error = sample.error
                     continue
                 try:
                     request = build_request(spec, sample, self.style, choose_shots(pool, sample, shots, self.settings.seed, spec.name))

@@ -173,6 +173,7 @@ class Sample:
     fields: dict[str, Any]  # text fields used by the prompt template (question, hint, ...)
     references: Any = None  # answers list, caption list, gold box, gold choice index...
     metadata: dict[str, Any] = field(default_factory=dict)  # width/height for boxes, image id, ...
+    error: str | None = None  # a row that could not become a sample: recorded as its prediction's error
 
 
 @dataclass

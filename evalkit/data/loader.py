@@ -126,7 +126,7 @@ def load_samples(spec: TaskSpec, data_dir: str | None = None, split: str | None 
                     samples.append(sample)
                 except (KeyError, ValueError, TypeError) as exc:
                     samples.append(Sample(id=str(row.get(spec.fields.get("id", ""), index)), images=[], fields={},
-                                          metadata={"index": index, "error": f"bad row: {exc}"}))
+                                          metadata={"index": index}, error=f"bad row: {exc}"))
         except DatasetError as exc:
             if offline:
                 raise DatasetError(offline_message(spec.name, str(ds.path), data_dir)) from exc

@@ -183,7 +183,7 @@ def task_requests(names: str, data_dir: str | None, limit: int, style: str) -> l
         if spec.output_type != "generate":
             continue
         samples = load_samples(spec, data_dir)[:limit]
-        requests += [build_request(spec, s, style) for s in samples if "error" not in s.metadata]
+        requests += [build_request(spec, s, style) for s in samples if s.error is None]
     return requests[:limit]
 
 
