@@ -70,6 +70,12 @@ def mean_result(key: str, values: list[float], info: dict[str, Any] | None = Non
     return MetricResult(per_sample, {k: mean(v) for k, v in columns.items()}, info or {})
 
 
+def check_option(kind: str, value: str, known: Sequence[str]) -> None:
+    """A metric option from a task spec: a typo fails before any sample is scored, naming the choices."""
+    if value not in known:
+        raise ValueError(f"unknown {kind} {value!r}; expected one of {known}")
+
+
 def answer_text(prediction: Prediction) -> str:
     """The parsed answer where the runner set one, else the raw output."""
     return prediction.answer if isinstance(prediction.answer, str) else prediction.output
@@ -79,4 +85,4 @@ def answers_of(predictions: list[Prediction]) -> list[str]:
     return [answer_text(p) for p in predictions]
 
 
-__all__ = ["MetricInputError", "MetricResult", "register_metric", "get_metric", "metric_names", "mean", "mean_result", "answer_text", "answers_of"]
+__all__ = ["MetricInputError", "MetricResult", "register_metric", "get_metric", "metric_names", "mean", "mean_result", "check_option", "answer_text", "answers_of"]

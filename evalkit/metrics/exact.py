@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from evalkit.metrics.base import MetricResult, answers_of, mean_result, register_metric
+from evalkit.metrics.base import MetricResult, answers_of, check_option, mean_result, register_metric
 from evalkit.task import Prediction, Sample
 
 # (marker, keep the part after it?) applied in this order by eval_mm's gqa post-processing.
@@ -60,8 +60,7 @@ def reference_list(references: Any) -> list[str]:
 
 def exact_match(prediction: str, references: Any, normalize: str = "plain") -> float:
     """1.0 if the normalised prediction equals any normalised reference, else 0.0 (0.0 with no references)."""
-    if normalize not in NORMALIZERS:
-        raise ValueError(f"unknown normalize {normalize!r}; expected one of {sorted(NORMALIZERS)}")
+    check_option("normalize", normalize, sorted(NORMALIZERS))
     norm_pred, norm_ref = NORMALIZERS[normalize]
     pred = norm_pred(prediction)
     return float(any(pred == norm_ref(ref) for ref in reference_list(references)))
@@ -72,8 +71,7 @@ def exact_match_metric(
     predictions: list[Prediction], samples: list[Sample], normalize: str = "plain"
 ) -> MetricResult:
     """Task adapter: ``sample.references`` = answer string(s); per-sample key ``exact_match``."""
-    if normalize not in NORMALIZERS:
-        raise ValueError(f"unknown normalize {normalize!r}; expected one of {sorted(NORMALIZERS)}")
+    check_option("normalize", normalize, sorted(NORMALIZERS))
     texts = answers_of(predictions)
     scores = [exact_match(t or "", s.references, normalize) for t, s in zip(texts, samples, strict=True)]
     empty = sum(not reference_list(s.references) for s in samples)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from evalkit.metrics.base import MetricResult, answers_of, mean_result, register_metric
+from evalkit.metrics.base import MetricResult, answers_of, check_option, mean_result, register_metric
 from evalkit.task import Prediction, Sample
 
 Box = tuple[float, float, float, float]
@@ -96,8 +96,7 @@ def grounding_accuracy(
 
     Per-sample keys ``grounding_accuracy`` (0/1) and ``iou`` (0 for unparseable output and NaN IoUs).
     """
-    if parser not in PARSERS:
-        raise ValueError(f"unknown box parser {parser!r}; expected one of {sorted(PARSERS)}")
+    check_option("box parser", parser, sorted(PARSERS))
     parse = PARSERS[parser]
     hits: list[float] = []
     ious: list[float] = []

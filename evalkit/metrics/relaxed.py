@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evalkit.metrics.base import MetricResult, answers_of, mean_result, register_metric
+from evalkit.metrics.base import MetricResult, answers_of, check_option, mean_result, register_metric
 from evalkit.metrics.exact import reference_list
 from evalkit.task import Prediction, Sample
 
@@ -42,13 +42,12 @@ def relaxed_accuracy(
 ) -> float:
     """1.0 if the prediction matches any target under the variant's rule, else 0.0."""
     targets = reference_list(target)
+    check_option("relaxed-accuracy variant", variant, VARIANTS)
     if variant == "pix2struct":
         hits = (relaxed_match(t, prediction, max_relative_change) for t in targets)
-    elif variant == "eval_mm":
+    else:
         answer = prediction.strip()
         hits = (relaxed_match(answer, t, max_relative_change) for t in targets)
-    else:
-        raise ValueError(f"unknown relaxed-accuracy variant {variant!r}; expected one of {VARIANTS}")
     return float(any(hits))
 
 
@@ -60,8 +59,7 @@ def relaxed_accuracy_metric(
     max_relative_change: float = 0.05,
 ) -> MetricResult:
     """Task adapter: ``sample.references`` = target string or list; per-sample key ``relaxed_accuracy``."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown relaxed-accuracy variant {variant!r}; expected one of {VARIANTS}")
+    check_option("relaxed-accuracy variant", variant, VARIANTS)
     texts = answers_of(predictions)
     scores = [
         relaxed_accuracy(t or "", s.references, variant, max_relative_change)

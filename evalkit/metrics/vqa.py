@@ -21,7 +21,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from evalkit.metrics.base import MetricInputError, MetricResult, answers_of, mean_result, register_metric
+from evalkit.metrics.base import (
+    MetricInputError,
+    MetricResult,
+    answers_of,
+    check_option,
+    mean_result,
+    register_metric,
+)
 from evalkit.metrics.exact import reference_list
 from evalkit.task import Prediction, Sample
 
@@ -96,6 +103,7 @@ def normalize_answer(text: str) -> str:
 
 
 def _prepare(prediction: str, answers: Sequence[str], variant: str) -> tuple[str, list[str]]:
+    check_option("VQA variant", variant, VARIANTS)
     if variant == "official":
         gts = [clean_whitespace(a) for a in answers]
         pred = clean_whitespace(prediction)
@@ -103,12 +111,10 @@ def _prepare(prediction: str, answers: Sequence[str], variant: str) -> tuple[str
             gts = [normalize_digits_articles(normalize_punctuation(a)) for a in gts]
             pred = normalize_digits_articles(normalize_punctuation(pred))
         return pred, gts
-    if variant == "eval_mm":
-        gts = list(answers)
-        if len(set(gts)) > 1:
-            gts = [normalize_punctuation(a) for a in gts]
-        return normalize_answer(prediction), gts
-    raise ValueError(f"unknown VQA variant {variant!r}; expected one of {VARIANTS}")
+    gts = list(answers)  # eval_mm
+    if len(set(gts)) > 1:
+        gts = [normalize_punctuation(a) for a in gts]
+    return normalize_answer(prediction), gts
 
 
 def vqa_score(prediction: str, answers: Sequence[str], variant: str = "official") -> float:
@@ -127,8 +133,7 @@ def vqa_accuracy(
     predictions: list[Prediction], samples: list[Sample], variant: str = "official"
 ) -> MetricResult:
     """Task adapter: ``sample.references`` are the human answers; per-sample key ``vqa_accuracy``."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown VQA variant {variant!r}; expected one of {VARIANTS}")
+    check_option("VQA variant", variant, VARIANTS)
     texts = answers_of(predictions)
     refs = [reference_list(s.references) for s in samples]
     if any(refs) and all(len(r) <= 1 for r in refs):
