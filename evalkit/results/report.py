@@ -26,8 +26,9 @@ from typing import Any
 
 from markupsafe import Markup
 
-from evalkit.results.compare import family_of, open_run, select_keys, to_points
-from evalkit.results.runs import Run, RunError, atomic_write_text
+from evalkit.results.compare import family_of, select_keys
+from evalkit.results.runs import Run, RunError, atomic_write_text, open_run
+from evalkit.results.tables import ci_points, format_points, format_score, to_points
 from evalkit.task import ImageError, Prediction, Sample, TaskSpec
 
 THUMB_SIDE = 360  # px, longest side of an embedded thumbnail
@@ -95,9 +96,7 @@ def metric_rows(run: Run) -> list[MetricRow]:
     for key in select_keys([run], None):
         entry = run.tasks[key]
         for name, m in entry.get("metrics", {}).items():
-            ci = m.get("ci95")
-            rows.append(MetricRow(family_of(entry), key, name, to_points(m.get("value")),
-                                  (ci[0] * 100, ci[1] * 100) if ci and None not in ci else None,
+            rows.append(MetricRow(family_of(entry), key, name, to_points(m.get("value")), ci_points(m.get("ci95")),
                                   m.get("n"), entry.get("n_errors", 0), name == entry.get("primary_metric")))
         if entry.get("submission"):
             rows.append(MetricRow(family_of(entry), key, "submission", None, None, entry.get("n_samples"),
@@ -263,12 +262,6 @@ def task_view(run: Run, key: str, source: SampleSource, n: int, seed: int) -> Ta
     shown = prompt_fields(spec, run.data.get("settings", {}).get("prompt_style") or "base")
     if note:
         view.notes.append(note)
-    if view.grounding:
-        try:
-            import evalkit.metrics.grounding  # noqa: F401
-        except ImportError:
-            view.notes.append("predicted boxes not drawn: evalkit.metrics.grounding is not installed")
-            view.grounding = False
     order = sorted(range(len(preds)), key=lambda i: (_score_or(preds[i], metric), i))
     worst = [preds[i] for i in order[:n]]
     # a task no bigger than the sample size is shown whole (as "worst"), not twice
@@ -299,9 +292,9 @@ def fewshot_curves(run: Run) -> list[Curve]:
         points = []
         for e in sorted(entries, key=lambda e: e.get("shots", 0)):
             m = e["metrics"].get(metric, {})
-            value, ci = to_points(m.get("value")), m.get("ci95")
+            value = to_points(m.get("value"))
             if value is not None:
-                points.append((e.get("shots", 0), value, (ci[0] * 100, ci[1] * 100) if ci and None not in ci else None))
+                points.append((e.get("shots", 0), value, ci_points(m.get("ci95"))))
         if len(points) >= 2:
             curves.append(Curve(task, metric, Markup(curve_svg(points, metric))))
     return curves
@@ -377,16 +370,9 @@ def render(context: dict[str, Any]) -> str:
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    env.filters["pts"] = lambda v: "-" if v is None else f"{v:.2f}"
+    env.filters["pts"] = format_points
     env.filters["score"] = format_score
     return env.get_template("report.html.j2").render(**context)
-
-
-def format_score(value: float | None) -> str:
-    """A per-sample score in points, as the table and the task headers show scores (stored 0..1 x 100),
-    as short as it is exact: 100, 0, 60, 33.3."""
-    points = to_points(value)
-    return "-" if points is None else f"{points:.1f}".rstrip("0").rstrip(".")
 
 
 def write_report(run: Run, output: str | Path, **options: Any) -> Path:
