@@ -122,6 +122,7 @@ class SampleSource:
 
     def _load(self, entry: dict[str, Any]) -> tuple[dict[str, Sample], str | None]:
         from evalkit.data import load_samples
+        from evalkit.data.ids import unique_ids
         from evalkit.registry import Registry
 
         task = entry.get("task", "")
@@ -136,18 +137,7 @@ class SampleSource:
         note = None
         if entry.get("spec_hash") and spec.spec_hash() != entry["spec_hash"]:
             note = f"the spec of {task} changed since this run; images are matched by sample id"
-        return unique_ids(samples), note
-
-
-def unique_ids(samples: list[Sample]) -> dict[str, Sample]:
-    """Samples by id, repeated ids suffixed `#1`, `#2`... exactly as the runner keys its cache."""
-    out: dict[str, Sample] = {}
-    seen: Counter[str] = Counter()
-    for s in samples:
-        n = seen[s.id]
-        seen[s.id] += 1
-        out[f"{s.id}#{n}" if n else s.id] = s
-    return out
+        return dict(zip(unique_ids(samples), samples)), note
 
 
 def thumbnail(sample: Sample) -> tuple[str, int, int] | None:
