@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,12 +106,14 @@ def grounding_accuracy(
 ) -> MetricResult:
     """Task adapter: ``references`` = gold [x1, y1, x2, y2] in pixels, ``metadata`` width/height.
 
-    Per-sample keys ``grounding_accuracy`` (0/1) and ``iou`` (0 for unparseable output and NaN IoUs).
+    Per-sample keys ``grounding_accuracy`` (0/1) and ``iou`` (0 for unparseable output and NaN IoUs); per-sample
+    metadata ``box`` (the parsed box, None when unparseable), ``gt_box``, ``width``, ``height``, in pixels.
     """
     if parser not in PARSERS:
         raise ValueError(f"unknown box parser {parser!r}; expected one of {sorted(PARSERS)}")
     parse = PARSERS[parser]
     per_sample: list[dict[str, float]] = []
+    boxes: list[dict[str, Any]] = []  # what was compared, in pixels: the report draws these
     unparseable = nan_iou = 0
     for text, sample in zip(answers_of(predictions), samples, strict=True):
         try:
@@ -128,6 +131,7 @@ def grounding_accuracy(
                 nan_iou += 1
                 value = 0.0
         per_sample.append({"grounding_accuracy": float(value >= threshold), "iou": value})
+        boxes.append({"box": None if box is None else list(box), "gt_box": gold, "width": width, "height": height})
     n = len(per_sample)
     aggregate = {
         "grounding_accuracy": sum(s["grounding_accuracy"] for s in per_sample) / n if n else float("nan"),
@@ -135,4 +139,4 @@ def grounding_accuracy(
     }
     info = {"grounding_accuracy": {"parser": parser, "threshold": threshold, "n": n,
                                    "unparseable": unparseable, "nan_iou": nan_iou}}
-    return MetricResult(per_sample, aggregate, info)
+    return MetricResult(per_sample, aggregate, info, per_sample_metadata=boxes)

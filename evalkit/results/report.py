@@ -5,9 +5,10 @@ SVG) so it can be attached to a CI job or mailed without a folder beside it. Sco
 *why* a model fails; the page shows per task the worst samples and a seeded random sample with
 outputs and references, boxes drawn on the image for grounding tasks, and score-vs-shots curves.
 
-Images are not stored in a run folder, so they are re-loaded through the registry and
-`evalkit.data.load_samples` with the run's own data_dir; when the data is not available the
-page still renders, without thumbnails, and says why.
+The samples, scores and boxes shown come from the run folder (the grounding metric stores the
+boxes it compared with each prediction). Only the pixels are not in it: `SampleSource` re-loads
+the dataset with the run's own data_dir for the thumbnails (and the fields the prompt showed);
+when the data is not available the page still renders, without thumbnails, and says why.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def metric_rows(run: Run) -> list[MetricRow]:
 
 
 class SampleSource:
-    """The task's samples re-loaded from its dataset (for images and box sizes), or why they could not be."""
+    """The task's samples re-loaded from its dataset (for their images), or why they could not be."""
 
     def __init__(self, run: Run, data_dir: str | None, tasks_dir: list[str]):
         self.data_dir = data_dir if data_dir is not None else run.data.get("settings", {}).get("data_dir")
@@ -156,9 +157,9 @@ def thumbnail(sample: Sample) -> tuple[str, int, int] | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), width, height
 
 
-def gt_box(references: Any) -> list[float] | None:
-    """A reference box [x1, y1, x2, y2] in pixels (or the first of a list of them)."""
-    ref = references
+def pixel_box(value: Any) -> list[float] | None:
+    """A box [x1, y1, x2, y2] in pixels (or the first of a list of them); None when `value` is none."""
+    ref = value
     if isinstance(ref, list) and ref and isinstance(ref[0], list | tuple):
         ref = ref[0]
     if isinstance(ref, list | tuple) and len(ref) == 4 and all(isinstance(v, int | float) for v in ref):
@@ -178,12 +179,20 @@ def is_grounding(entry: dict[str, Any], spec: TaskSpec | None = None) -> bool:
     return bool(names & GROUNDING_METRICS)
 
 
-def predicted_box(output: str, width: int, height: int, parser: str = "qwen") -> list[float] | None:
-    """The box the metric scored: parsed with the parser the run recorded in its info (Qwen-VL's by default)."""
-    from evalkit.metrics.grounding import PARSERS, parse_box
+def scored_boxes(pred: Prediction, width: int, height: int, parser: str = "qwen") -> list[Box]:
+    """The gold and predicted boxes the grounding metric compared, as it stored them with the prediction.
 
-    box = PARSERS.get(parser, parse_box)(output, width, height)
-    return None if box is None else [float(v) for v in box]
+    A run folder scored before the metric stored them has its output parsed again here, with the
+    parser the run recorded in its info (Qwen-VL's by default), as the metric parsed it then."""
+    meta = pred.metadata or {}
+    if "box" in meta:
+        gold, box = meta.get("gt_box"), meta["box"]
+    else:
+        from evalkit.metrics.grounding import PARSERS, parse_box
+
+        gold = pred.references
+        box = PARSERS.get(parser, parse_box)(pred.output or "", width, height) if width and height else None
+    return [Box(kind, *b) for kind, b in (("gt", pixel_box(gold)), ("pred", pixel_box(box))) if b]
 
 
 def references_text(references: Any) -> str:
@@ -223,16 +232,10 @@ def sample_view(pred: Prediction, metric: str, sample: Sample | None, grounding:
     if thumb is not None:
         view.image, view.width, view.height = thumb
     if grounding:
-        meta = {**(pred.metadata or {}), **(sample.metadata if sample else {})}
+        meta = {**(sample.metadata if sample else {}), **(pred.metadata or {})}  # the size the boxes are in
         view.width = int(meta.get("width") or view.width)
         view.height = int(meta.get("height") or view.height)
-        gt = gt_box(pred.references)
-        if gt:
-            view.boxes.append(Box("gt", *gt))
-        if view.width and view.height:
-            pb = predicted_box(pred.output or "", view.width, view.height, parser)
-            if pb:
-                view.boxes.append(Box("pred", *pb))
+        view.boxes = scored_boxes(pred, view.width, view.height, parser)
     return view
 
 
