@@ -46,7 +46,7 @@ SCOPES: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_metrics_caption.py"],
     ),
     "gate": (
-        ["evalkit/results/check.py", "evalkit/results/compare.py"],
+        ["evalkit/results/check.py", "evalkit/results/compare.py", "evalkit/results/significance.py"],
         ["tests/test_check.py", "tests/test_compare.py", "tests/test_gate_boundaries.py"],
     ),
 }

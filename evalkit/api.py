@@ -81,7 +81,7 @@ class Run:
 
     def predictions(self, task: str) -> list[Prediction]:
         """The per-sample records of a result key or task name, as `Prediction` objects."""
-        from evalkit.results.compare import resolve_key
+        from evalkit.results.runs import resolve_key
 
         return self.raw.samples(resolve_key(self.raw, task))
 
@@ -98,7 +98,7 @@ class Run:
 
     def table(self) -> str:
         """The plain-text metrics table `evalkit run` prints."""
-        from evalkit.results.runs import metrics_table
+        from evalkit.results.tables import metrics_table
 
         return metrics_table(self.data)
 
@@ -199,7 +199,7 @@ def default_output(model: str) -> Path:
 
 def load_run(path: str | Path) -> Run:
     """A run folder, its run.json, or a bare run.json such as a committed baseline."""
-    from evalkit.results.compare import open_run
+    from evalkit.results.runs import open_run
 
     return Run(open_run(path))
 
@@ -214,7 +214,8 @@ def compare(runs: Sequence[Run | results.Run | str | Path], baseline: Run | resu
     The result is a DataFrame; `.render("md" | "csv" | "html" | "latex")` gives the text
     `evalkit compare --format` prints, with the notes on mismatched runs.
     """
-    from evalkit.results.compare import build_table, load_paper, run_file
+    from evalkit.results.compare import build_table, load_paper
+    from evalkit.results.runs import run_file
 
     opened = [_raw(r) for r in runs]
     if not opened:
@@ -229,8 +230,8 @@ def compare(runs: Sequence[Run | results.Run | str | Path], baseline: Run | resu
 
 
 def _raw(run: Run | results.Run | str | Path) -> results.Run:
-    from evalkit.results.compare import open_run
     from evalkit.results.runs import Run as RawRun
+    from evalkit.results.runs import open_run
 
     if isinstance(run, Run):
         return run.raw

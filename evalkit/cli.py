@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace, dist: Dist) -> int:
     costs seconds and not a model load; the weights load only when some sample is not cached."""
     from evalkit import quiet
     from evalkit.api import evaluate
-    from evalkit.results.runs import metrics_table
+    from evalkit.results.tables import metrics_table
 
     if args.model is None and args.tasks is None and dist.is_main:
         print(f"evalkit: no --model/--tasks given: running the embedded default ({DEFAULT_MODEL} on {DEFAULT_TASKS})")
@@ -212,6 +212,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         return 0
     from evalkit.api import list_tasks
     from evalkit.results.compare import load_paper
+    from evalkit.results.tables import text_table
 
     every = list_tasks(args.tasks_dir)
     groups: dict[str, int] = {}
@@ -228,11 +229,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         numbers = [None if pd.isna(v) else v for v in (r.paper, r.paper_chat)]
         shown = " / ".join("-" if v is None else f"{v:g}" for v in numbers) if any(v is not None for v in numbers) else ""
         rows.append((*(",".join(v) if c == "groups" else str(v) for c, v in zip(columns, r)), shown))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, r in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print(text_table(rows))
     print(f"\n{len(table)} tasks; groups: {', '.join(f'{g} ({n})' for g, n in sorted(groups.items()))}")
     for name, entry in load_paper(None).get("absent", {}).items():  # reported by the paper, not runnable
         reported = ", ".join(f"{m} {v:g}" for m, v in entry.items() if isinstance(v, int | float))
@@ -244,7 +241,7 @@ def _handlers() -> dict[str, Callable[[argparse.Namespace], int]]:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {"run": cmd_run, "tasks": cmd_tasks}
     from importlib import import_module
 
-    for name, module in (("compare", "evalkit.results.compare"), ("diff", "evalkit.results.compare"), ("check", "evalkit.results.check"),
+    for name, module in (("compare", "evalkit.results.compare"), ("diff", "evalkit.results.diff"), ("check", "evalkit.results.check"),
                          ("report", "evalkit.results.report"), ("bench", "evalkit.models.qwen_vl.bench")):
         mod = import_module(module)  # each costs little: torch is imported inside the commands
         _COMMANDS[name] = getattr(mod, f"add_{name}_arguments")

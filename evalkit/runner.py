@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from evalkit import __version__
 from evalkit.data import load_samples
+from evalkit.data.ids import unique_ids
 from evalkit.data.loader import dataset_source
 from evalkit.distributed import Dist
 from evalkit.metrics.choice import pick_by_loglikelihood
@@ -199,12 +200,8 @@ class Runner:
         self._subsets[spec.name] = self.settings.limit is not None and self.settings.limit < len(samples)
         if self.settings.limit is not None:
             samples = samples[: self.settings.limit]
-        seen: dict[str, int] = {}
-        for s in samples:  # ids key the cache: make repeats unique instead of silently merging them
-            n = seen.get(s.id, 0)
-            seen[s.id] = n + 1
-            if n:
-                s.id = f"{s.id}#{n}"
+        for s, sample_id in zip(samples, unique_ids(samples)):  # ids key the cache: repeats must not merge
+            s.id = sample_id
         return samples
 
     def _check_manifest(self, identity: dict[str, Any], specs: list[TaskSpec]) -> None:

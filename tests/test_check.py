@@ -9,7 +9,7 @@ from run_fixtures import FakeTask, write_run
 
 from evalkit.cli import main
 from evalkit.results.check import check_run
-from evalkit.results.compare import open_run
+from evalkit.results.runs import open_run
 
 
 def vqa(correct: int, n: int = 100, **kw) -> FakeTask:

@@ -11,7 +11,10 @@ from conftest import PAPER_NUMBERS
 from run_fixtures import FakeTask, write_run
 
 from evalkit.cli import main
-from evalkit.results.compare import ScoreBook, build_table, diff_runs, open_run, significance_of
+from evalkit.results.compare import build_table
+from evalkit.results.diff import diff_runs
+from evalkit.results.runs import open_run
+from evalkit.results.significance import ScoreBook, significance_of
 
 
 def vqa(correct: int, n: int = 100, **kw) -> FakeTask:

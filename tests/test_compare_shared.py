@@ -13,7 +13,9 @@ from fixtures.catalog import DATA
 
 from evalkit.cli import main
 from evalkit.results.check import check_run
-from evalkit.results.compare import build_table, diff_runs, open_run
+from evalkit.results.compare import build_table
+from evalkit.results.diff import diff_runs
+from evalkit.results.runs import open_run
 
 COLOURS = ["red", "blue", "green", "yellow", "black"]
 THINGS = ["dog", "cat", "bus", "bird", "horse"]

@@ -14,7 +14,9 @@ from run_fixtures import FakeTask, write_run
 
 from evalkit.cli import main
 from evalkit.results.check import check_run
-from evalkit.results.compare import Significance, build_table, ci_z_test, open_run
+from evalkit.results.compare import build_table
+from evalkit.results.runs import open_run
+from evalkit.results.significance import Significance, ci_z_test
 
 
 def vqa(correct: int, n: int = 100) -> FakeTask:
@@ -149,7 +151,7 @@ def test_warnings_name_every_mismatch_and_ungated_task(tmp_path):
 
 
 def test_significance_uses_shared_samples_and_falls_back_to_the_cis(tmp_path):
-    from evalkit.results.compare import ScoreBook, significance_of
+    from evalkit.results.significance import ScoreBook, significance_of
 
     base = open_run(write_run(tmp_path / "base", [FakeTask("vqa_t", [1.0, 1.0, 1.0], ids=["a", "b", "c"])]))
     run = open_run(write_run(tmp_path / "run", [FakeTask("vqa_t", [0.0, 0.0, 0.0], ids=["b", "c", "d"])]))
@@ -184,7 +186,8 @@ def test_check_flags(tmp_path, capsys):
 
 
 def test_mismatch_notes_say_what_differs(tmp_path):
-    from evalkit.results.compare import ScoreBook, mismatches
+    from evalkit.results.compare import mismatches
+    from evalkit.results.significance import ScoreBook
 
     base = open_run(write_run(tmp_path / "base", [vqa(80)]))
     spec = open_run(write_run(tmp_path / "spec", [FakeTask("vqa_t", [1.0] * 80 + [0.0] * 20, entry={"spec_hash": "s2"})]))
@@ -212,8 +215,8 @@ def test_mismatch_notes_say_what_differs(tmp_path):
 
 
 def test_a_run_json_path_keeps_its_samples_and_a_copied_baseline_has_none(tmp_path):
-    from evalkit.results.compare import ScoreBook, significance_of
     from evalkit.results.runs import RunError
+    from evalkit.results.significance import ScoreBook, significance_of
 
     base = write_run(tmp_path / "base", [vqa(80)])
     run = write_run(tmp_path / "run", [vqa(60)])

@@ -15,8 +15,8 @@ from run_fixtures import FakeTask, write_run
 
 from evalkit.cli import main
 from evalkit.registry import Registry
-from evalkit.results.compare import open_run
 from evalkit.results.report import build_context, curve_svg, render
+from evalkit.results.runs import open_run
 
 GT = "#2da44e"
 PRED = "#ff4d6d"

@@ -26,6 +26,9 @@ class MetricResult:
     # Intervals a corpus metric computes itself (BLEU from resampled n-gram totals); other
     # aggregates get the bootstrap of their per-sample key's mean from the runner.
     ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # What a scorer derived per sample that a reader needs beside the score (grounding: the two boxes
+    # it compared), so that nobody re-derives it; merged into each Prediction's metadata.
+    per_sample_metadata: list[dict[str, Any]] = field(default_factory=list)
 
 
 MetricFn = Callable[..., MetricResult]  # (predictions, samples, **options) -> MetricResult

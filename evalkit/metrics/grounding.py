@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -94,12 +95,14 @@ def grounding_accuracy(
 ) -> MetricResult:
     """Task adapter: ``references`` = gold [x1, y1, x2, y2] in pixels, ``metadata`` width/height.
 
-    Per-sample keys ``grounding_accuracy`` (0/1) and ``iou`` (0 for unparseable output and NaN IoUs).
+    Per-sample keys ``grounding_accuracy`` (0/1) and ``iou`` (0 for unparseable output and NaN IoUs); per-sample
+    metadata ``box`` (the parsed box, None when unparseable), ``gt_box``, ``width``, ``height``, in pixels.
     """
     check_option("box parser", parser, sorted(PARSERS))
     parse = PARSERS[parser]
     hits: list[float] = []
     ious: list[float] = []
+    boxes: list[dict[str, Any]] = []  # what was compared, in pixels: the report draws these
     unparseable = nan_iou = 0
     for text, sample in zip(answers_of(predictions), samples, strict=True):
         try:
@@ -118,6 +121,9 @@ def grounding_accuracy(
                 value = 0.0
         hits.append(float(value >= threshold))
         ious.append(value)
+        boxes.append({"box": None if box is None else list(box), "gt_box": gold, "width": width, "height": height})
     info = {"grounding_accuracy": {"parser": parser, "threshold": threshold, "n": len(hits),
                                    "unparseable": unparseable, "nan_iou": nan_iou}}
-    return mean_result("grounding_accuracy", hits, info, iou=ious)
+    result = mean_result("grounding_accuracy", hits, info, iou=ious)
+    result.per_sample_metadata = boxes
+    return result

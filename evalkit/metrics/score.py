@@ -33,6 +33,8 @@ def score_task(spec: TaskSpec, samples: list[Sample], preds: list[Prediction], s
         result = get_metric(mspec.name)(preds, samples, **mspec.options)
         for pred, scores in zip(preds, result.per_sample):
             pred.scores.update(scores)
+        for pred, metadata in zip(preds, result.per_sample_metadata):
+            pred.metadata.update(metadata)
         for name, value in result.aggregate.items():
             entry: dict[str, Any] = {"value": _finite(value), "n": len(preds)}
             values = [s[name] for s in result.per_sample if name in s]

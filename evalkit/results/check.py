@@ -25,17 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalkit.argtypes import at_least
-from evalkit.results.compare import (
-    ScoreBook,
-    Significance,
-    mismatches,
-    open_run,
-    shared_note,
-    significance_of,
-    text_table,
-    to_points,
-)
-from evalkit.results.runs import Run, RunError, atomic_write_json
+from evalkit.results.compare import mismatches
+from evalkit.results.runs import Run, RunError, atomic_write_json, open_run
+from evalkit.results.significance import ScoreBook, Significance, shared_note, significance_of
+from evalkit.results.tables import format_points, text_table, to_points
 
 
 @dataclass
@@ -128,7 +121,7 @@ def format_result(result: CheckResult, verbose: bool = False) -> str:
         p = "-" if sig is None or sig.p is None else f"{sig.p:.3g} ({sig.method}{f', n={sig.n_shared}' if sig.n_shared else ''})"
         change = "-" if f.drop is None else f"{f.value - f.baseline:+.2f}"
         status = f.status if not (f.status == "missing" and result.allow_missing) else "missing (allowed)"
-        rows.append((f.key, f.metric, _pts(f.baseline), _pts(f.value), change, p,
+        rows.append((f.key, f.metric, format_points(f.baseline), format_points(f.value), change, p,
                      f"{status}: {f.reason}" if f.reason else status))
     lines = [text_table(rows)] if len(rows) > 1 else []
     lines += [f"warning: {w}" for w in dict.fromkeys(result.warnings)]
@@ -139,10 +132,6 @@ def format_result(result: CheckResult, verbose: bool = False) -> str:
         extra = f" ({len(result.missing)} missing, allowed)" if result.missing else ""
         lines.append(f"PASS: {n} metrics checked, none regressed{extra}")
     return "\n".join(lines)
-
-
-def _pts(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
 
 
 def write_baseline(run: Run, path: str | Path) -> Path:

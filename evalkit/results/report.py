@@ -5,9 +5,10 @@ SVG) so it can be attached to a CI job or mailed without a folder beside it. Sco
 *why* a model fails; the page shows per task the worst samples and a seeded random sample with
 outputs and references, boxes drawn on the image for grounding tasks, and score-vs-shots curves.
 
-Images are not stored in a run folder, so they are re-loaded through the registry and
-`evalkit.data.load_samples` with the run's own data_dir; when the data is not available the
-page still renders, without thumbnails, and says why.
+The samples, scores and boxes shown come from the run folder (the grounding metric stores the
+boxes it compared with each prediction). Only the pixels are not in it: `SampleSource` re-loads
+the dataset with the run's own data_dir for the thumbnails (and the fields the prompt showed);
+when the data is not available the page still renders, without thumbnails, and says why.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from typing import Any
 
 from markupsafe import Markup
 
-from evalkit.results.compare import family_of, open_run, select_keys, to_points
-from evalkit.results.runs import Run, RunError, atomic_write_text
+from evalkit.results.compare import family_of, select_keys
+from evalkit.results.runs import Run, RunError, atomic_write_text, open_run
+from evalkit.results.tables import ci_points, format_points, format_score, to_points
 from evalkit.task import ImageError, Prediction, Sample, TaskSpec
 
 THUMB_SIDE = 360  # px, longest side of an embedded thumbnail
@@ -95,9 +97,7 @@ def metric_rows(run: Run) -> list[MetricRow]:
     for key in select_keys([run], None):
         entry = run.tasks[key]
         for name, m in entry.get("metrics", {}).items():
-            ci = m.get("ci95")
-            rows.append(MetricRow(family_of(entry), key, name, to_points(m.get("value")),
-                                  (ci[0] * 100, ci[1] * 100) if ci and None not in ci else None,
+            rows.append(MetricRow(family_of(entry), key, name, to_points(m.get("value")), ci_points(m.get("ci95")),
                                   m.get("n"), entry.get("n_errors", 0), name == entry.get("primary_metric")))
         if entry.get("submission"):
             rows.append(MetricRow(family_of(entry), key, "submission", None, None, entry.get("n_samples"),
@@ -106,7 +106,7 @@ def metric_rows(run: Run) -> list[MetricRow]:
 
 
 class SampleSource:
-    """The task's samples re-loaded from its dataset (for images and box sizes), or why they could not be."""
+    """The task's samples re-loaded from its dataset (for their images), or why they could not be."""
 
     def __init__(self, run: Run, data_dir: str | None, tasks_dir: list[str]):
         self.data_dir = data_dir if data_dir is not None else run.data.get("settings", {}).get("data_dir")
@@ -123,6 +123,7 @@ class SampleSource:
 
     def _load(self, entry: dict[str, Any]) -> tuple[dict[str, Sample], str | None]:
         from evalkit.data import load_samples
+        from evalkit.data.ids import unique_ids
         from evalkit.registry import Registry
 
         task = entry.get("task", "")
@@ -137,18 +138,7 @@ class SampleSource:
         note = None
         if entry.get("spec_hash") and spec.spec_hash() != entry["spec_hash"]:
             note = f"the spec of {task} changed since this run; images are matched by sample id"
-        return unique_ids(samples), note
-
-
-def unique_ids(samples: list[Sample]) -> dict[str, Sample]:
-    """Samples by id, repeated ids suffixed `#1`, `#2`... exactly as the runner keys its cache."""
-    out: dict[str, Sample] = {}
-    seen: Counter[str] = Counter()
-    for s in samples:
-        n = seen[s.id]
-        seen[s.id] += 1
-        out[f"{s.id}#{n}" if n else s.id] = s
-    return out
+        return dict(zip(unique_ids(samples), samples)), note
 
 
 def thumbnail(sample: Sample) -> tuple[str, int, int] | None:
@@ -167,9 +157,9 @@ def thumbnail(sample: Sample) -> tuple[str, int, int] | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), width, height
 
 
-def gt_box(references: Any) -> list[float] | None:
-    """A reference box [x1, y1, x2, y2] in pixels (or the first of a list of them)."""
-    ref = references
+def pixel_box(value: Any) -> list[float] | None:
+    """A box [x1, y1, x2, y2] in pixels (or the first of a list of them); None when `value` is none."""
+    ref = value
     if isinstance(ref, list) and ref and isinstance(ref[0], list | tuple):
         ref = ref[0]
     if isinstance(ref, list | tuple) and len(ref) == 4 and all(isinstance(v, int | float) for v in ref):
@@ -189,12 +179,20 @@ def is_grounding(entry: dict[str, Any], spec: TaskSpec | None = None) -> bool:
     return bool(names & GROUNDING_METRICS)
 
 
-def predicted_box(output: str, width: int, height: int, parser: str = "qwen") -> list[float] | None:
-    """The box the metric scored: parsed with the parser the run recorded in its info (Qwen-VL's by default)."""
-    from evalkit.metrics.grounding import PARSERS, parse_box
+def scored_boxes(pred: Prediction, width: int, height: int, parser: str = "qwen") -> list[Box]:
+    """The gold and predicted boxes the grounding metric compared, as it stored them with the prediction.
 
-    box = PARSERS.get(parser, parse_box)(output, width, height)
-    return None if box is None else [float(v) for v in box]
+    A run folder scored before the metric stored them has its output parsed again here, with the
+    parser the run recorded in its info (Qwen-VL's by default), as the metric parsed it then."""
+    meta = pred.metadata or {}
+    if "box" in meta:
+        gold, box = meta.get("gt_box"), meta["box"]
+    else:
+        from evalkit.metrics.grounding import PARSERS, parse_box
+
+        gold = pred.references
+        box = PARSERS.get(parser, parse_box)(pred.output or "", width, height) if width and height else None
+    return [Box(kind, *b) for kind, b in (("gt", pixel_box(gold)), ("pred", pixel_box(box))) if b]
 
 
 def references_text(references: Any) -> str:
@@ -234,16 +232,10 @@ def sample_view(pred: Prediction, metric: str, sample: Sample | None, grounding:
     if thumb is not None:
         view.image, view.width, view.height = thumb
     if grounding:
-        meta = {**(pred.metadata or {}), **(sample.metadata if sample else {})}
+        meta = {**(sample.metadata if sample else {}), **(pred.metadata or {})}  # the size the boxes are in
         view.width = int(meta.get("width") or view.width)
         view.height = int(meta.get("height") or view.height)
-        gt = gt_box(pred.references)
-        if gt:
-            view.boxes.append(Box("gt", *gt))
-        if view.width and view.height:
-            pb = predicted_box(pred.output or "", view.width, view.height, parser)
-            if pb:
-                view.boxes.append(Box("pred", *pb))
+        view.boxes = scored_boxes(pred, view.width, view.height, parser)
     return view
 
 
@@ -263,12 +255,6 @@ def task_view(run: Run, key: str, source: SampleSource, n: int, seed: int) -> Ta
     shown = prompt_fields(spec, run.data.get("settings", {}).get("prompt_style") or "base")
     if note:
         view.notes.append(note)
-    if view.grounding:
-        try:
-            import evalkit.metrics.grounding  # noqa: F401
-        except ImportError:
-            view.notes.append("predicted boxes not drawn: evalkit.metrics.grounding is not installed")
-            view.grounding = False
     order = sorted(range(len(preds)), key=lambda i: (_score_or(preds[i], metric), i))
     worst = [preds[i] for i in order[:n]]
     # a task no bigger than the sample size is shown whole (as "worst"), not twice
@@ -299,9 +285,9 @@ def fewshot_curves(run: Run) -> list[Curve]:
         points = []
         for e in sorted(entries, key=lambda e: e.get("shots", 0)):
             m = e["metrics"].get(metric, {})
-            value, ci = to_points(m.get("value")), m.get("ci95")
+            value = to_points(m.get("value"))
             if value is not None:
-                points.append((e.get("shots", 0), value, (ci[0] * 100, ci[1] * 100) if ci and None not in ci else None))
+                points.append((e.get("shots", 0), value, ci_points(m.get("ci95"))))
         if len(points) >= 2:
             curves.append(Curve(task, metric, Markup(curve_svg(points, metric))))
     return curves
@@ -377,16 +363,9 @@ def render(context: dict[str, Any]) -> str:
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    env.filters["pts"] = lambda v: "-" if v is None else f"{v:.2f}"
+    env.filters["pts"] = format_points
     env.filters["score"] = format_score
     return env.get_template("report.html.j2").render(**context)
-
-
-def format_score(value: float | None) -> str:
-    """A per-sample score in points, as the table and the task headers show scores (stored 0..1 x 100),
-    as short as it is exact: 100, 0, 60, 33.3."""
-    points = to_points(value)
-    return "-" if points is None else f"{points:.1f}".rstrip("0").rstrip(".")
 
 
 def write_report(run: Run, output: str | Path, **options: Any) -> Path:

@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -209,24 +209,55 @@ def load_run(path: str | Path) -> Run:
     return Run(path=file.parent, data=data)
 
 
-def format_value(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+@dataclass
+class BareRun(Run):
+    """A run.json copied on its own (a committed baseline): aggregates only, no samples beside it."""
+
+    source: Path = field(default_factory=Path)
+
+    @property
+    def label(self) -> str:
+        return self.data.get("label") or self.source.stem
+
+    def samples(self, key: str) -> list[Prediction]:
+        raise RunError(f"{self.source} is a bare run.json: it has no per-sample scores")
 
 
-def metrics_table(run_data: dict[str, Any]) -> str:
-    """The plain-text table `evalkit run` prints at the end."""
-    rows = [("task", "metric", "value", "95% CI", "n", "errors")]
-    for key, t in run_data.get("tasks", {}).items():
-        if t.get("submission"):
-            rows.append((key, "submission", t["submission"], "", str(t.get("n_samples", "")), str(t.get("n_errors", 0))))
-            continue
-        for name, m in t.get("metrics", {}).items():
-            ci = m.get("ci95")
-            ci_text = f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else ""
-            rows.append((key, name, format_value(m.get("value")), ci_text, str(m.get("n", "")), str(t.get("n_errors", 0))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def open_run(path: str | Path) -> Run:
+    """`load_run`, except that a JSON file not named run.json never picks up a samples/ folder that
+    happens to sit beside it (baselines/a.json and baselines/b.json share a folder)."""
+    path = Path(path)
+    run = load_run(path)
+    if path.is_file() and path.name != "run.json":
+        return BareRun(path=run.path, data=run.data, source=path)
+    return run
+
+
+def run_file(run: str | Path | Run) -> Path:
+    """The run.json a path or a loaded run stands for, resolved: the same run however it is spelled."""
+    if isinstance(run, BareRun):
+        return run.source.resolve()
+    if isinstance(run, Run):
+        return (run.path / "run.json").resolve()
+    p = Path(run).resolve()
+    return p / "run.json" if p.is_dir() else p
+
+
+def unique_labels(runs: list[Run]) -> list[str]:
+    """The runs' labels, or their paths where two labels are the same (a table needs distinct columns)."""
+    labels = [r.label for r in runs]
+    if len(set(labels)) == len(labels):
+        return labels
+    return [str(getattr(r, "source", r.path)) for r in runs]
+
+
+def resolve_key(run: Run, task: str) -> str:
+    """A result key as given, or the only result of a task name (`okvqa_val` for `okvqa_val_4shot` alone)."""
+    if task in run.tasks:
+        return task
+    keys = [k for k, e in run.tasks.items() if e.get("task") == task]
+    if len(keys) == 1:
+        return keys[0]
+    if keys:
+        raise RunError(f"{run.label} has several results for {task}: {', '.join(keys)}; name one")
+    raise RunError(f"{run.label} has no results for {task} (it has: {', '.join(run.tasks) or 'none'})")

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evalkit.results.tables import text_table
+
 WORDS = ("what", "color", "is", "the", "shirt", "of", "man", "on", "left", "side", "picture", "near", "red",
          "bus", "how", "many", "people", "are", "standing", "in", "front", "this", "old", "building", "there",
          "a", "dog", "sitting", "grass")
@@ -557,12 +559,7 @@ def format_table(r: dict[str, Any]) -> str:
     if best:
         rows.append(row(f"generate() best (batch {best['batch_size']})", best))
     rows.append(("hardware limit", f"{lim['samples_per_s']:.3f}", "", "", "", "", ""))
-    widths = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
-    lines = [f"device {r['device']}, dtype {r['dtype']}"]
-    for i, x in enumerate(rows):
-        lines.append("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(x, widths))))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines = [f"device {r['device']}, dtype {r['dtype']}", text_table(rows, numbers_right=True)]
     frac = lambda v: f"{100 * v:.0f}%" if v is not None else "-"  # noqa: E731
     lines += [
         "",
