@@ -29,7 +29,6 @@ def run_pipeline(model, tasks: str, data_dir: str | None, limit: int, batch_size
     from evalkit.runner import Runner, RunSettings
 
     specs = [s for s in Registry().select(tasks) if s.output_type == "generate"]
-    model.engine_name = "fast"
     set_batch_size(model, batch_size)
     model.engine.features.clear()
     model.engine.images.clear()
