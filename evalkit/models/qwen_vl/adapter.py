@@ -131,7 +131,10 @@ class QwenVLAdapter:
         name: str | None = None,
         engine: str = "fast",
         engine_config: EngineConfig | None = None,
+        weights: str | None = None,
     ):
+        """`weights`: how the weights were made when they are not `path`'s (bench's random ones):
+        `identity()` then says so instead of fingerprinting files that are not what runs."""
         if engine not in ENGINES:
             raise ModelError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
         self.model = model.eval()
@@ -147,7 +150,7 @@ class QwenVLAdapter:
         config = engine_config or EngineConfig()
         config.batch_size = None if auto else self.batch_size
         self.engine = QwenVLEngine(self.model, processor, config)
-        self._identity: dict[str, Any] | None = None
+        self._identity: dict[str, Any] | None = None if weights is None else {"name": self.name, "weights": weights}
 
     @classmethod
     def from_spec(

@@ -129,7 +129,10 @@ def _load(args: argparse.Namespace, batch_size: int | str):
         torch.set_default_dtype(previous)
     net = net.to(device=device, dtype=dtype).eval()
     processor = QwenVLProcessor(tokenizer, image_size=config.visual["image_size"])
-    model = QwenVLAdapter(net, processor, str(config_file.parent), batch_size, engine_config=engine_config)
+    # a --config beside a checkpoint's weights names that checkpoint; otherwise the weights are these random ones
+    weights = None if (config_file.parent / "config.json").is_file() else "random (evalkit bench --config)"
+    model = QwenVLAdapter(net, processor, str(config_file.parent), batch_size, engine_config=engine_config,
+                          weights=weights)
     return model, {"config": str(config_file), "weights": "random"}
 
 
