@@ -36,7 +36,8 @@ def main() -> None:
     import torch
 
     from evalkit.models.qwen_vl.bench import _load, synthetic_requests, task_requests
-    from evalkit.models.qwen_vl.engine import EngineConfig, QwenVLEngine
+    from evalkit.models.qwen_vl.engine import QwenVLEngine
+    from evalkit.models.qwen_vl.engine_types import EngineConfig
 
     load_args = SimpleNamespace(config=args.config, model=None, tokenizer=None, dtype=None, device="cpu",
                                 compile=False, static_decode=False, dry_run=False, seed=0)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 SHIPPED = PACKAGE / "_repo"  # in a wheel: the repository's run-time files (see setup.py)
+DEMO_CHECKPOINT = PACKAGE / "demo" / "assets" / "model"  # the demo model (evalkit.demo.train writes it)
 
 
 def repo_root() -> Path:

@@ -50,12 +50,12 @@ def run_json(folder: Path) -> dict:
 
 def no_model_load(monkeypatch) -> None:
     """Any weight load fails the test: what is checked must be checked before the model loads."""
-    from evalkit.models.qwen_vl.adapter import QwenVLModel
+    from evalkit.models.qwen_vl.adapter import QwenVLAdapter
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(QwenVLModel, "from_spec", classmethod(refuse))
+    monkeypatch.setattr(QwenVLAdapter, "from_spec", classmethod(refuse))
 
 
 # ------------------------------------------------------------------ flags

@@ -21,8 +21,9 @@ from fixtures.bad_data import make_bad_task
 from test_qwen_vl_engine import CAPITAL, TEXTS, choice_requests, flat_scores, mixed_requests
 
 from evalkit.cli import main
-from evalkit.models.qwen_vl.adapter import QwenVLModel
-from evalkit.models.qwen_vl.engine import EngineConfig, QwenVLEngine
+from evalkit.models.qwen_vl.adapter import QwenVLAdapter
+from evalkit.models.qwen_vl.engine import QwenVLEngine
+from evalkit.models.qwen_vl.engine_types import EngineConfig
 from evalkit.task import Request
 
 pytestmark = [
@@ -39,8 +40,8 @@ BF16_MAX_CIDER_DIFF = 0.5
 
 
 @pytest.fixture(scope="module")
-def cuda_fp32() -> QwenVLModel:
-    return QwenVLModel.from_spec(str(TINY_CKPT), dtype="fp32", device="cuda", batch_size=4)
+def cuda_fp32() -> QwenVLAdapter:
+    return QwenVLAdapter.from_spec(str(TINY_CKPT), dtype="fp32", device="cuda", batch_size=4)
 
 
 def test_loads_straight_onto_the_gpu_with_tf32_off(cuda_fp32):
@@ -53,9 +54,9 @@ def test_engine_equals_generate_in_fp32(cuda_fp32, tiny_dir):
     model = cuda_fp32
     batch1 = QwenVLEngine(model.model, model.processor, EngineConfig(batch_size=1)).generate(reqs)
     assert len(set(batch1)) > 10
-    model.engine_name = "hf"
+    model.backend = "hf"
     assert model.generate(reqs) == batch1  # transformers generate(), batches of 4
-    model.engine_name = "fast"
+    model.backend = "fast"
     for size in (4, 32, None):  # None: auto
         assert QwenVLEngine(model.model, model.processor, EngineConfig(batch_size=size)).generate(reqs) == batch1
     choices = choice_requests(tiny_dir)
@@ -69,13 +70,13 @@ def test_auto_batch_size_from_real_memory_does_not_shrink(cuda_fp32):
     eng = QwenVLEngine(cuda_fp32.model, cuda_fp32.processor, EngineConfig(batch_size=None))
     prepared = [eng._prepare(Request(f"r{i}", "t", [t], max_new_tokens=8)) for i, t in enumerate(TEXTS * 8)]
     torch.cuda.empty_cache()
-    before = eng._free_memory() + torch.cuda.memory_allocated()
-    first = eng._auto_batch_size(prepared, 8)
+    before = eng.scheduler.free_memory() + torch.cuda.memory_allocated()
+    first = eng.scheduler.auto_batch_size(prepared, 8)
     reserved = torch.cuda.memory_reserved()
     eng.generate([p.request for p in prepared])
     assert torch.cuda.memory_reserved() > reserved  # blocks the driver now reports as used
-    assert eng._free_memory() + torch.cuda.memory_allocated() == pytest.approx(before, abs=64 << 20)
-    assert eng._auto_batch_size(prepared, 8) == first == eng.config.max_batch_size  # the tiny model: the cap
+    assert eng.scheduler.free_memory() + torch.cuda.memory_allocated() == pytest.approx(before, abs=64 << 20)
+    assert eng.scheduler.auto_batch_size(prepared, 8) == first == eng.config.max_batch_size  # the tiny model: the cap
 
 
 def test_out_of_memory_backs_off_and_loses_nothing(cuda_fp32):

@@ -1,5 +1,5 @@
 """The lmms-eval plugin (`--model evalkit_qwen_vl`): lmms-eval's own CLI on local-data tasks, and
-the plugin class on hand-built lmms-eval Instances, both against evalkit's QwenVLModel on the
+the plugin class on hand-built lmms-eval Instances, both against evalkit's QwenVLAdapter on the
 fixture checkpoint. Needs lmms-eval (the README's careful install; CI installs it)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import yaml
 from conftest import TINY_CKPT, checkout_env
 from PIL import Image
 
-from evalkit.models.qwen_vl.adapter import QwenVLModel
+from evalkit.models.qwen_vl.adapter import QwenVLAdapter
 from evalkit.task import ImageRef, Request
 
 try:
@@ -42,9 +42,9 @@ def png(color: str, size: tuple[int, int] = (32, 24)) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def reference() -> QwenVLModel:
+def reference() -> QwenVLAdapter:
     """evalkit's own model, built apart from the plugin's."""
-    return QwenVLModel.from_spec(str(TINY_CKPT), dtype="fp32", device="cpu")
+    return QwenVLAdapter.from_spec(str(TINY_CKPT), dtype="fp32", device="cpu")
 
 
 def vqa_request(i: int, image: ImageRef, question: str, **kwargs) -> Request:

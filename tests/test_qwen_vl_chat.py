@@ -100,7 +100,7 @@ class ForceTokens(torch.nn.Module):
 
 @pytest.mark.parametrize("engine", ["fast", "hf"])
 def test_chat_generation_stops_at_im_end(engine, tiny_model, tiny_processor):
-    from evalkit.models.qwen_vl.adapter import QwenVLModel
+    from evalkit.models.qwen_vl.adapter import QwenVLAdapter
 
     tok = tiny_processor.tokenizer
     word, other = tok.encode("red")[0], tok.encode(" user")[0]
@@ -113,7 +113,7 @@ def test_chat_generation_stops_at_im_end(engine, tiny_model, tiny_processor):
         for stop_id in (tok.im_end_id, tok.im_start_id):
             forced = {0: word, 1: stop_id, 2: tok.im_start_id, 3: other, 4: other, 5: other}
             tiny_model.lm_head = ForceTokens(head, forced)
-            model = QwenVLModel(tiny_model, tiny_processor, str(TINY_CKPT), batch_size=1, prompt_style="chat",
+            model = QwenVLAdapter(tiny_model, tiny_processor, str(TINY_CKPT), batch_size=1, prompt_style="chat",
                                 engine=engine)
             assert model.generate([request]) == ["red"]
     finally:

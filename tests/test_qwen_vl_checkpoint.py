@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from evalkit.models.base import ModelError
 from evalkit.models.qwen_vl import QwenVLConfig, QwenVLForCausalLM
-from evalkit.models.qwen_vl.adapter import QwenVLModel
+from evalkit.models.qwen_vl.adapter import QwenVLAdapter
 from evalkit.models.qwen_vl.modeling import register
 
 PROMPT_IDS = torch.tensor([[785, 6722, 315, 9625, 374]])  # "The capital of France is"
@@ -174,7 +174,7 @@ def test_missing_tokenizer_file(tmp_path, tiny_ckpt):
     ckpt = make_checkpoint(tmp_path / "notok", tiny_ckpt, {}, tokenizer=False)
     (ckpt / "model.safetensors").symlink_to(tiny_ckpt / "model.safetensors")
     with pytest.raises(ModelError, match=r"qwen\.tiktoken: tokenizer file is missing"):
-        QwenVLModel.from_spec(str(ckpt))
+        QwenVLAdapter.from_spec(str(ckpt))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -215,7 +215,7 @@ def test_checkpoint_loads_straight_onto_the_device(tiny_ckpt, monkeypatch):
 
     monkeypatch.setattr(QwenVLForCausalLM, "from_pretrained", classmethod(spy))
     monkeypatch.setattr(torch.nn.Module, "to", to)
-    model = QwenVLModel.from_spec(str(tiny_ckpt), dtype="fp32", device="cpu")
+    model = QwenVLAdapter.from_spec(str(tiny_ckpt), dtype="fp32", device="cpu")
     assert seen["device_map"] == torch.device("cpu") and seen["dtype"] == torch.float32
     assert "QwenVLForCausalLM" not in moved and model.device == torch.device("cpu")
 

@@ -20,8 +20,10 @@ import torch
 from fixtures.qwen_tiny import records, request_from_prompt
 from PIL import Image
 
-from evalkit.models.qwen_vl.adapter import QwenVLModel
-from evalkit.models.qwen_vl.engine import EngineConfig, FeatureCache, QwenVLEngine
+from evalkit.models.qwen_vl.adapter import QwenVLAdapter
+from evalkit.models.qwen_vl.engine import QwenVLEngine
+from evalkit.models.qwen_vl.engine_types import EngineConfig
+from evalkit.models.qwen_vl.feature_cache import FeatureCache
 from evalkit.task import ImageRef, Request
 
 # Prompts whose greedy continuations vary token by token on the tiny random weights (image
@@ -120,10 +122,10 @@ def test_outputs_do_not_depend_on_batch_size_or_order(tiny_model, tiny_processor
 
 
 def test_engine_equals_transformers_generate(tiny_model, tiny_processor, tiny_ckpt, requests, batch1_outputs):
-    hf = QwenVLModel(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=4, engine="hf")
+    hf = QwenVLAdapter(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=4, engine="hf")
     assert hf.generate(requests) == batch1_outputs
-    fast = QwenVLModel(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=4)  # the default engine
-    assert fast.engine_name == "fast"
+    fast = QwenVLAdapter(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=4)  # the default engine
+    assert fast.backend == "fast"
     assert fast.generate(requests) == batch1_outputs
 
 
@@ -150,7 +152,7 @@ def test_cuda_graph_decode_equals_generate_on_cuda(tiny_ckpt, tiny_processor, re
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        hf = QwenVLModel(model, tiny_processor, str(tiny_ckpt), batch_size=4, engine="hf").generate(requests)
+        hf = QwenVLAdapter(model, tiny_processor, str(tiny_ckpt), batch_size=4, engine="hf").generate(requests)
         graphed = engine(model, tiny_processor, batch_size=8, static_decode=True)
         assert graphed.generate(requests) == hf
     finally:
@@ -164,7 +166,7 @@ def test_eos_and_min_new_tokens_equal_generate(eos_model, tiny_model, tiny_proce
     reqs += [Request("other", "t", ["1, 2, 3, 4,"], max_new_tokens=12)]
     eng = engine(eos_model, tiny_processor, batch_size=8)
     fast = eng.generate(reqs)
-    hf = QwenVLModel(eos_model, tiny_processor, str(tiny_ckpt), batch_size=8, engine="hf").generate(reqs)
+    hf = QwenVLAdapter(eos_model, tiny_processor, str(tiny_ckpt), batch_size=8, engine="hf").generate(reqs)
     assert fast == hf
     # the tiny model's 6th-10th tokens are " OM": eos there, unless held back
     assert fast[0] == "InInspectorInInspector Xunit.management.management"
@@ -202,7 +204,7 @@ def flat_scores(scores) -> tuple[list[float], list[int]]:
 
 def test_choice_loglikelihoods_equal_hf_and_are_batch_invariant(tiny_model, tiny_processor, tiny_ckpt, tiny_dir):
     reqs = choice_requests(tiny_dir)
-    hf = QwenVLModel(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=3, engine="hf").loglikelihood(reqs)
+    hf = QwenVLAdapter(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=3, engine="hf").loglikelihood(reqs)
     want, want_n = flat_scores(hf)
     assert max(want_n) == 3 and min(want_n) == 1  # multi-token choices of different lengths
     mixed, order = shuffled(reqs, seed=3)
@@ -403,11 +405,11 @@ def test_finished_rows_are_dropped_and_the_rest_unchanged(tiny_model, tiny_proce
 def test_stop_table_flags_only_tokens_that_can_complete_a_stop(tiny_model, tiny_processor):
     eng = engine(tiny_model, tiny_processor)
     tok = tiny_processor.tokenizer
-    table = eng._stop_table(("r Xu",))
+    table = eng.stop_tables.table(("r Xu",))
     assert table[tok.encode(" Xunit")[0]] and table[tok.encode("u")[0]]
     assert not table[tok.encode("InInspector")[0]] and not table[tok.encode(" OM")[0]]
     assert table[tok.img_end_id] and table[-1]  # decode re-shapes at </img>; ids past the tokenizer: checked
-    assert bool(eng._stop_table(("\ufffd",)).all())
+    assert bool(eng.stop_tables.table(("\ufffd",)).all())
 
 
 def test_choices_crossing_a_dynamic_ntk_step_score_as_generate_does(tiny_model, tiny_processor, tiny_ckpt):
@@ -421,7 +423,7 @@ def test_choices_crossing_a_dynamic_ntk_step_score_as_generate_does(tiny_model, 
     choices = [" A", " yellow and green square, surely", " red"]
     assert len(tok.encode(text)) + max(len(tok.encode(c)) for c in choices) - 1 > 2048
     reqs = [Request("long", "t", [text], choices=choices), Request("short", "t", [CAPITAL], choices=choices)]
-    hf = QwenVLModel(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=4, engine="hf").loglikelihood(reqs)
+    hf = QwenVLAdapter(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=4, engine="hf").loglikelihood(reqs)
     got = engine(tiny_model, tiny_processor, batch_size=4).loglikelihood(reqs)
     assert flat_scores(got)[1] == flat_scores(hf)[1]
     assert flat_scores(got)[0] == pytest.approx(flat_scores(hf)[0], abs=1e-4)
@@ -465,9 +467,9 @@ def real_size_engine(tiny_processor) -> QwenVLEngine:
 
 
 def long_prompts(eng: QwenVLEngine, n: int, tokens: int, **kwargs) -> list:
-    from evalkit.models.qwen_vl.engine import Prepared
+    from evalkit.models.qwen_vl.scheduler import TokenizedRequest
 
-    return [Prepared(list(range(tokens)), [], Request(f"p{i}", "t", ["x"], **kwargs)) for i in range(n)]
+    return [TokenizedRequest(list(range(tokens)), [], Request(f"p{i}", "t", ["x"], **kwargs)) for i in range(n)]
 
 
 def test_auto_batch_size_counts_reserved_memory_as_free(tiny_processor, monkeypatch):
@@ -476,24 +478,24 @@ def test_auto_batch_size_counts_reserved_memory_as_free(tiny_processor, monkeypa
     eng = real_size_engine(tiny_processor)
     prepared = long_prompts(eng, 256, 1400)
     mem = FakeCudaMemory(monkeypatch, total=80 * GIB, allocated=19 * GIB, reserved=19 * GIB)  # weights only
-    first = eng._auto_batch_size(prepared, 10)
+    first = eng.scheduler.auto_batch_size(prepared, 10)
     mem.reserved = 70 * GIB  # after a batch: blocks cached, weights still the only live tensors
-    assert eng._auto_batch_size(prepared, 10) == first
+    assert eng.scheduler.auto_batch_size(prepared, 10) == first
     assert 30 < first < 64  # about 47 rows of 1,410 tokens fit beside 19 GB of weights
     mem.allocated = 45 * GIB  # but memory really in use does count
-    assert eng._auto_batch_size(prepared, 10) < first // 2
+    assert eng.scheduler.auto_batch_size(prepared, 10) < first // 2
 
 
 def test_auto_batch_size_is_decided_once_per_call(tiny_model, tiny_processor, requests, batch1_outputs):
     eng = engine(tiny_model, tiny_processor)
     sizes: list[int] = []
-    real = eng._auto_batch_size
+    real = eng.scheduler.auto_batch_size
 
     def sized(*args):
         sizes.append(real(*args))
         return 3  # several batches in the call
 
-    eng._auto_batch_size = sized
+    eng.scheduler.auto_batch_size = sized
     assert eng.generate(requests) == batch1_outputs
     n = len(requests)
     assert len(sizes) == 1 and eng.stats.batch_sizes == [3] * (n // 3) + [n % 3] * (n % 3 > 0)
@@ -502,7 +504,7 @@ def test_auto_batch_size_is_decided_once_per_call(tiny_model, tiny_processor, re
 def test_auto_estimate_counts_choice_fan_out(tiny_processor, monkeypatch):
     """200 requests x 4 choices x 29 tokens on the real model: the float32 log-softmax over every
     choice token alone is ~14 GB per copy, ~35 GB with the logits beside it."""
-    from evalkit.models.qwen_vl.engine import batch_memory
+    from evalkit.models.qwen_vl.scheduler import batch_memory
 
     eng = real_size_engine(tiny_processor)
     config = eng.model.config
@@ -517,7 +519,7 @@ def test_auto_estimate_counts_choice_fan_out(tiny_processor, monkeypatch):
     assert grown - batch_memory(config, torch.bfloat16, 100, 29)[0] == 2 * GIB  # the cache's room, no more
     FakeCudaMemory(monkeypatch, total=80 * GIB, allocated=19 * GIB, reserved=19 * GIB)
     prompts = long_prompts(eng, 200, 100)
-    assert eng._auto_batch_size(prompts, 29, fan_out=4) < 100 < eng._auto_batch_size(prompts, 29)
+    assert eng.scheduler.auto_batch_size(prompts, 29, fan_out=4) < 100 < eng.scheduler.auto_batch_size(prompts, 29)
 
 
 def test_oom_releases_the_failed_batch_before_emptying_the_cache(tiny_processor, monkeypatch):
@@ -601,14 +603,14 @@ def test_compile_applies_to_the_engine_calls_only(tiny_model, tiny_processor, ti
     """--compile compiles copies the engine swaps in for its own calls: generate() on the same
     model (the bench baselines) runs the modules as loaded."""
     calls = compile_calls
-    model = QwenVLModel(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=2,
+    model = QwenVLAdapter(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=2,
                         engine_config=EngineConfig(compile=True))
     mlps = [block.mlp for block in tiny_model.transformer.h]
     reqs = [Request("a", "t", [CAPITAL], max_new_tokens=3), Request("b", "t", [QA], max_new_tokens=3)]
     fast = model.generate(reqs)
     assert calls["compiled"] > 0 and [block.mlp for block in tiny_model.transformer.h] == mlps  # put back
     calls["compiled"] = 0
-    model.engine_name = "hf"
+    model.backend = "hf"
     assert model.generate(reqs) == fast and calls["compiled"] == 0
 
 

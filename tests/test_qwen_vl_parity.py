@@ -14,7 +14,7 @@ import torch
 from fixtures.qwen_tiny import image_request, records
 
 from evalkit.models.qwen_vl import QwenVLForCausalLM, QwenVLProcessor
-from evalkit.models.qwen_vl.adapter import QwenVLModel
+from evalkit.models.qwen_vl.adapter import QwenVLAdapter
 from evalkit.models.qwen_vl.vision import VisionTransformer
 from evalkit.task import Request
 
@@ -292,8 +292,8 @@ def test_ntk_alpha_from_each_rows_true_length(expected, model, processor):
 
 # -- the runner-facing harness ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def harness(model, processor, tiny_ckpt) -> QwenVLModel:
-    return QwenVLModel(model, processor, str(tiny_ckpt), batch_size=2)
+def harness(model, processor, tiny_ckpt) -> QwenVLAdapter:
+    return QwenVLAdapter(model, processor, str(tiny_ckpt), batch_size=2)
 
 
 def test_harness_generate_matches_records(expected, harness, tiny_dir):

@@ -20,9 +20,9 @@ from safetensors.torch import save_file
 
 from evalkit.models.qwen_vl.config import QwenVLConfig
 from evalkit.models.qwen_vl.tokenizer import SPECIAL_TOKENS
+from evalkit.resources import DEMO_CHECKPOINT
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-MODEL_DIR = ASSETS / "model"
+MODEL_DIR = DEMO_CHECKPOINT  # what `--model demo` loads (evalkit.models finds it through resources.py)
 
 VISUAL = {"width": 128, "layers": 4, "heads": 4, "mlp_ratio": 2.0, "patch_size": 8, "image_size": 128,
           "output_dim": 128, "n_queries": 256}

@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
 
 from evalkit.data.fields import row_to_sample
 from evalkit.demo.checkpoint import MODEL_DIR, make_config, save_checkpoint
 from evalkit.demo.data import DEFAULT_SEED, TASKS, make_row, make_scene, split_rows, target_text
 from evalkit.demo.vocab import build_vocab
-from evalkit.models.qwen_vl.adapter import QwenVLModel, request_text
+from evalkit.models.qwen_vl.adapter import QwenVLAdapter, request_text
+from evalkit.models.qwen_vl.kv_cache import QwenVLDynamicCache
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
 from evalkit.models.qwen_vl.tokenizer import QwenTokenizer
@@ -156,10 +156,9 @@ def answer_loss(model: QwenVLForCausalLM, batch: dict[str, torch.Tensor]) -> tor
     the cost: the 256 image slots dominate the sequence), and the LM head runs only where a label is.
     """
     features = model.transformer.visual(batch["pixel_values"])
-    cache = DynamicCache(config=model.config)
+    cache = QwenVLDynamicCache(config=model.config)
     model.transformer(input_ids=batch["prefix_ids"], image_features=features, cache=cache)
-    cache.batch_select_indices(batch["scene_of"])  # each scene's prefix, once per sequence of it
-    cache.qwen_ntk_alpha = cache.qwen_ntk_alpha[batch["scene_of"]]
+    cache.batch_select_indices(batch["scene_of"])  # each scene's prefix (and its NTK alpha), once per sequence of it
     prefix_mask = torch.ones(batch["input_ids"].size(0), batch["prefix_ids"].size(1), dtype=torch.long)
     hidden = model.transformer(input_ids=batch["input_ids"], cache=cache,
                                attention_mask=torch.cat([prefix_mask, batch["attention_mask"]], dim=1))
@@ -208,7 +207,7 @@ def quick_eval(model: QwenVLForCausalLM, processor: QwenVLProcessor, specs: dict
     """
     from evalkit.metrics import get_metric
 
-    harness = QwenVLModel(model, processor, path="(training)", batch_size=16)
+    harness = QwenVLAdapter(model, processor, path="(training)", batch_size=16)
     scores = {}
     for task, spec in specs.items():
         samples = [row_to_sample(r, spec.fields, i, None) for i, r in enumerate(split_rows(task, "validation", n, seed))]

@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from evalkit.chat import STOP_MARKERS, conversation, image_lines
 from evalkit.distributed import Dist
-from evalkit.models.qwen_vl.adapter import QwenVLModel
+from evalkit.models.qwen_vl.adapter import QwenVLAdapter
 from evalkit.task import ImageError, ImageRef, Request
 
 T = TypeVar("T")
@@ -182,7 +182,7 @@ class Dialogue:
 
 
 class EvalkitQwenVL(lmms):
-    """evalkit's QwenVLModel behind lmms-eval's `lmms` interface (a "simple" model: lmms-eval
+    """evalkit's QwenVLAdapter behind lmms-eval's `lmms` interface (a "simple" model: lmms-eval
     hands it text contexts and doc_to_visual, not chat messages)."""
 
     is_simple = True
@@ -206,7 +206,7 @@ class EvalkitQwenVL(lmms):
             )
         if not (isinstance(chunk_size, int) and chunk_size >= 1):
             raise ValueError(f"{MODEL_NAME}: chunk_size must be a positive integer, got {chunk_size!r}")
-        self.model = QwenVLModel.from_spec(
+        self.model = QwenVLAdapter.from_spec(
             str(pretrained),
             dtype=dtype,
             device=Dist.from_env().rank_device(device),  # this rank's GPU under torchrun/accelerate

@@ -1,22 +1,37 @@
 """Models the runner can drive, built from a spec string `KIND[:PATH]`.
 
 `replay:PATH` scores a predictions file; `qwen-vl:PATH` is the bundled Qwen-VL on an
-official-layout checkpoint; `demo` is the bundled demo model. Imports are lazy so
-`evalkit tasks` never pays for torch.
+official-layout checkpoint; `demo` is the bundled Qwen-VL on the demo checkpoint the package
+ships (`demo:PATH`: one made by `evalkit.demo.train`). Every kind is built by a class in
+`evalkit.models`; `evalkit.demo` only makes the checkpoint, so the imports run one way
+(demo -> models). Imports are lazy so `evalkit tasks` never pays for torch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 from evalkit.models.base import Model, ModelError
+from evalkit.resources import DEMO_CHECKPOINT
 from evalkit.task import ChoiceScore, Request
 
+
+@dataclass(frozen=True)
+class Kind:
+    """`target` ("module:Class") builds the model: `Class.from_spec(path, **options)`. A kind with
+    a `checkpoint` runs on it when the spec names no path, and the model is named by its spec."""
+
+    target: str
+    checkpoint: Path | None = None
+
+
 _KINDS = {
-    "replay": "evalkit.models.replay:ReplayModel",
-    "qwen-vl": "evalkit.models.qwen_vl.adapter:QwenVLModel",
-    "demo": "evalkit.demo.model:DemoModel",
+    "replay": Kind("evalkit.models.replay:ReplayModel"),
+    "qwen-vl": Kind("evalkit.models.qwen_vl.adapter:QwenVLAdapter"),
+    "demo": Kind("evalkit.models.qwen_vl.adapter:QwenVLAdapter", checkpoint=DEMO_CHECKPOINT),
 }
 
 
@@ -24,21 +39,30 @@ def _parse(spec: str) -> tuple[str, str]:
     kind, _, path = spec.partition(":")
     if kind not in _KINDS:
         raise ModelError(f"unknown model kind {kind!r} in {spec!r}; use one of: {', '.join(k + ':PATH' for k in _KINDS)}")
-    if not path and kind != "demo":
+    if not path and _KINDS[kind].checkpoint is None:
         raise ModelError(f"model {spec!r} needs a path: {kind}:PATH")
     return kind, path
 
 
 def _model_class(kind: str) -> type:
-    module_name, _, cls_name = _KINDS[kind].partition(":")
+    module_name, _, cls_name = _KINDS[kind].target.partition(":")
     try:
         return getattr(import_module(module_name), cls_name)
     except ImportError as exc:
         raise ModelError(f"model kind {kind!r} is not available: {exc}") from exc
 
 
+def _arguments(kind: str, path: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(path, options) for the kind's class: a packaged checkpoint fills in the path and names the model."""
+    checkpoint = _KINDS[kind].checkpoint
+    if checkpoint is None:
+        return path, options
+    return path or str(checkpoint), {**options, "name": f"{kind}:{path}" if path else kind}
+
+
 def load_model(spec: str, **options: Any) -> Model:
     kind, path = _parse(spec)
+    path, options = _arguments(kind, path, options)
     return _model_class(kind).from_spec(path, **options)
 
 
@@ -51,7 +75,7 @@ def lazy_model(spec: str, **options: Any) -> LazyModel:
     load at the first generate/loglikelihood call.
     """
     kind, path = _parse(spec)
-    return LazyModel(kind, path, options)
+    return LazyModel(kind, *_arguments(kind, path, options))
 
 
 class LazyModel:

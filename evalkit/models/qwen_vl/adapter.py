@@ -1,4 +1,4 @@
-"""QwenVLModel: the runner-facing adapter (evalkit.models.base.Model) over QwenVLForCausalLM.
+"""QwenVLAdapter: the runner-facing adapter (evalkit.models.base.Model) over QwenVLForCausalLM.
 
 By default `generate` and `loglikelihood` run on the batched engine (engine.py: static KV
 cache, each distinct image encoded once, per-request stop). `engine="hf"` selects the plain
@@ -22,16 +22,12 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from evalkit.models.base import ModelError
 from evalkit.models.qwen_vl.checkpoint import weight_files
-from evalkit.models.qwen_vl.engine import (
-    EngineConfig,
-    OnBatch,
-    QwenVLEngine,
-    cut_at_stop,
-    request_text,
-    split_stops,
-)
+from evalkit.models.qwen_vl.engine import QwenVLEngine, request_text
+from evalkit.models.qwen_vl.engine_types import EngineConfig
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
+from evalkit.models.qwen_vl.scheduler import OnBatch
+from evalkit.models.qwen_vl.stops import cut_at_stop, split_stops
 from evalkit.models.qwen_vl.tokenizer import VOCAB_FILE, QwenTokenizer
 from evalkit.task import ChoiceScore, ImageError, Request
 
@@ -45,7 +41,7 @@ DTYPES = {
 }
 HASH_CHUNK = 1 << 20
 ENGINES = ("fast", "hf")
-__all__ = ["QwenVLModel", "StopOnStrings", "cut_at_stop", "request_text"]
+__all__ = ["QwenVLAdapter", "StopOnStrings", "request_text"]
 
 
 def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
@@ -117,10 +113,11 @@ def exact_fp32(model: torch.nn.Module) -> None:
         torch.backends.cudnn.allow_tf32 = False
 
 
-class QwenVLModel:
+class QwenVLAdapter:
     """Qwen-VL behind the Model protocol. `prompt_style` picks the task template ("base"/"chat");
-    `engine` is "fast" (engine.py) or "hf" (transformers generate()); `batch_size` is an int or
-    "auto" (the engine finds the largest batch that fits; the hf path then uses 8)."""
+    `engine` is "fast" (engine.py) or "hf" (transformers generate()), kept as `backend` beside
+    the engine itself (`engine`); `batch_size` is an int or "auto" (the engine finds the largest
+    batch that fits; the hf path then uses 8)."""
 
     streams_batches = True  # generate/loglikelihood take on_batch (runner.py saves each batch as it finishes)
 
@@ -134,7 +131,10 @@ class QwenVLModel:
         name: str | None = None,
         engine: str = "fast",
         engine_config: EngineConfig | None = None,
+        weights: str | None = None,
     ):
+        """`weights`: how the weights were made when they are not `path`'s (bench's random ones):
+        `identity()` then says so instead of fingerprinting files that are not what runs."""
         if engine not in ENGINES:
             raise ModelError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
         self.model = model.eval()
@@ -146,11 +146,11 @@ class QwenVLModel:
         self.batch_size = 8 if auto else max(int(batch_size), 1)
         self.prompt_style = prompt_style
         self.name = name or f"qwen-vl:{Path(path).name}"
-        self.engine_name = engine
+        self.backend = engine
         config = engine_config or EngineConfig()
         config.batch_size = None if auto else self.batch_size
         self.engine = QwenVLEngine(self.model, processor, config)
-        self._identity: dict[str, Any] | None = None
+        self._identity: dict[str, Any] | None = None if weights is None else {"name": self.name, "weights": weights}
 
     @classmethod
     def from_spec(
@@ -162,10 +162,12 @@ class QwenVLModel:
         prompt_style: str = "base",
         engine: str = "fast",
         engine_config: EngineConfig | None = None,
-    ) -> QwenVLModel:
+        name: str | None = None,
+    ) -> QwenVLAdapter:
         """Load a local checkpoint dir. dtype: fp32/bf16/fp16 (default bf16 on CUDA, else fp32);
         batch_size: an int or "auto"; engine: "fast" or "hf" (transformers generate());
-        engine_config: the engine's settings (e.g. compile), its batch size set from batch_size."""
+        engine_config: the engine's settings (e.g. compile), its batch size set from batch_size;
+        name: the model's name in results (default `qwen-vl:<folder>`)."""
         if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
             raise ModelError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
         ckpt = check_checkpoint_dir(path)
@@ -175,7 +177,7 @@ class QwenVLModel:
         # rank for the real model, x8 under torchrun)
         model = QwenVLForCausalLM.from_pretrained(ckpt, dtype=torch_dtype, device_map=torch.device(device))
         processor = QwenVLProcessor.from_pretrained(ckpt)
-        return cls(model, processor, str(ckpt), batch_size, prompt_style, engine=engine, engine_config=engine_config)
+        return cls(model, processor, str(ckpt), batch_size, prompt_style, name, engine, engine_config)
 
     @classmethod
     def spec_identity(cls, path: str, dtype: str | None = None, device: str | None = None,
@@ -223,12 +225,12 @@ class QwenVLModel:
     def generate(self, requests: list[Request], on_batch: OnBatch | None = None) -> list[str]:
         """Outputs in order; `on_batch(indices, outputs)` as each engine batch finishes (runner.py
         saves them then, so a large call still loses at most one batch to a kill)."""
-        if self.engine_name == "fast":
+        if self.backend == "fast":
             return self.engine.generate(requests, on_batch)
         return _report_all(self.generate_hf(requests), on_batch)
 
     def loglikelihood(self, requests: list[Request], on_batch: OnBatch | None = None) -> list[list[ChoiceScore]]:
-        if self.engine_name == "fast":
+        if self.backend == "fast":
             return self.engine.loglikelihood(requests, on_batch)
         return _report_all(self.loglikelihood_hf(requests), on_batch)
 

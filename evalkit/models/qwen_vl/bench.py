@@ -79,13 +79,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 # -- the model ---------------------------------------------------------------------------------
 def _load(args: argparse.Namespace, batch_size: int | str):
-    """(QwenVLModel, description). --config builds random weights in the target dtype on the device."""
+    """(QwenVLAdapter, description). --config builds random weights in the target dtype on the device."""
     import torch
 
     from evalkit.models.base import ModelError
-    from evalkit.models.qwen_vl.adapter import QwenVLModel, resolve_dtype
+    from evalkit.models.qwen_vl.adapter import QwenVLAdapter, resolve_dtype
     from evalkit.models.qwen_vl.config import QwenVLConfig
-    from evalkit.models.qwen_vl.engine import EngineConfig
+    from evalkit.models.qwen_vl.engine_types import EngineConfig
     from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
     from evalkit.models.qwen_vl.processor import QwenVLProcessor
     from evalkit.models.qwen_vl.tokenizer import VOCAB_FILE, QwenTokenizer
@@ -102,7 +102,7 @@ def _load(args: argparse.Namespace, batch_size: int | str):
             raise ModelError(f"bench measures qwen-vl:PATH models, got {args.model!r}")
         if args.dry_run:
             raise ModelError("--dry-run takes --config (the checkpoint's config.json), not --model")
-        model = QwenVLModel.from_spec(path, dtype=args.dtype, device=device, batch_size=batch_size,
+        model = QwenVLAdapter.from_spec(path, dtype=args.dtype, device=device, batch_size=batch_size,
                                       engine_config=engine_config)
         return model, {"model": args.model, "weights": "checkpoint"}
     if not args.config:
@@ -131,7 +131,10 @@ def _load(args: argparse.Namespace, batch_size: int | str):
         torch.set_default_dtype(previous)
     net = net.to(device=device, dtype=dtype).eval()
     processor = QwenVLProcessor(tokenizer, image_size=config.visual["image_size"])
-    model = QwenVLModel(net, processor, str(config_file.parent), batch_size, engine_config=engine_config)
+    # a --config beside a checkpoint's weights names that checkpoint; otherwise the weights are these random ones
+    weights = None if (config_file.parent / "config.json").is_file() else "random (evalkit bench --config)"
+    model = QwenVLAdapter(net, processor, str(config_file.parent), batch_size, engine_config=engine_config,
+                          weights=weights)
     return model, {"config": str(config_file), "weights": "random"}
 
 
@@ -232,10 +235,6 @@ def _sync_time(device) -> float:
     return time.perf_counter()
 
 
-def _params(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 @dataclass
 class Work:
     """The arithmetic a workload really needs (no padding, image once, last-position logits)."""
@@ -249,16 +248,9 @@ class Work:
 def needed_work(model, requests: list, engine_stats) -> Work:
     """From the model's parameter counts and the engine's counters."""
     net = model.model
-    lm = net.transformer
-    blocks = sum(_params(b) for b in lm.h)
-    head = net.lm_head.weight.numel()
-    visual = lm.visual
-    patches = (visual.image_size // visual.conv1.kernel_size[0]) ** 2
-    vit = _params(visual.transformer)
-    width = visual.conv1.out_channels
-    # per image: ViT matmuls + its self-attention (QK^T and AV) + patchify + the resampler
-    per_image = 2 * vit * patches + 4 * len(visual.transformer.resblocks) * patches**2 * width
-    per_image += 2 * _params(visual.conv1) * patches + 2 * _params(visual.attn_pool) * 256
+    counts = net.parameter_counts()
+    blocks, head = counts["blocks"], counts["lm_head"]
+    per_image = net.flops_per_image()
     prompt_tokens = engine_stats.prompt_tokens
     prefill = 2 * blocks * prompt_tokens + 2 * head * len(requests)
     row_steps = engine_stats.generated_tokens - len(requests)  # tokens fed back through the model
@@ -289,20 +281,19 @@ def _reset_peak(device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _timed(model, requests: list, device) -> tuple[float, list[str]]:
+def _timed(generate, requests: list, device) -> tuple[float, list[str]]:
     started = _sync_time(device)
-    outputs = model.generate(requests)
+    outputs = generate(requests)
     return _sync_time(device) - started, outputs
 
 
 def run_engine(model, requests: list, device) -> dict[str, Any]:
-    model.engine_name = "fast"
     model.engine.features.clear()
     model.engine.generate(requests[:2])  # warm-up, then a cold feature cache for the measurement
     model.engine.features.clear()
     model.engine.reset_stats()
     _reset_peak(device)
-    seconds, outputs = _timed(model, requests, device)
+    seconds, outputs = _timed(model.engine.generate, requests, device)
     stats = model.engine.stats
     return {
         "requests": len(requests),
@@ -328,14 +319,13 @@ def run_engine(model, requests: list, device) -> dict[str, Any]:
 
 def run_generate(model, requests: list, batch_size: int, device, tokens_per_request: float,
                  warm_up: bool = True) -> dict[str, Any]:
-    """transformers generate() through the harness's "hf" path; its outputs equal the engine's
+    """transformers generate() through the adapter's "hf" path; its outputs equal the engine's
     (checked), so its generated tokens are the engine's count per request."""
-    model.engine_name = "hf"
     model.batch_size = batch_size
     if warm_up:
-        model.generate(requests[:1])
+        model.generate_hf(requests[:1])
     _reset_peak(device)
-    seconds, outputs = _timed(model, requests, device)
+    seconds, outputs = _timed(model.generate_hf, requests, device)
     return {
         "requests": len(requests),
         "batch_size": batch_size,
@@ -514,7 +504,8 @@ def engine_batch1_decode(model, requests: list, device, peak: float, bw: float) 
     if not stats.decode_steps:
         return None
     net = model.model
-    weights = sum(_params(b) for b in net.transformer.h) + net.lm_head.weight.numel()
+    counts = net.parameter_counts()
+    weights = counts["blocks"] + counts["lm_head"]
     step_limit = max(weights * next(net.parameters()).element_size() / bw, 2 * weights / peak)
     step = stats.decode_s / stats.decode_steps  # includes step 0's vocabulary projection: a slight over-count
     return {"requests": len(requests), "s_per_step": step, "limit_s_per_step": step_limit,
@@ -523,10 +514,8 @@ def engine_batch1_decode(model, requests: list, device, peak: float, bw: float) 
 
 def model_size(net) -> dict[str, int]:
     """Parameter counts as the paper's Table 1 splits them, and the weight bytes."""
-    visual = net.transformer.visual
-    adapter = _params(visual.attn_pool)
-    llm = _params(net) - _params(visual)
-    return {"vision": _params(visual) - adapter, "adapter": adapter, "llm": llm, "total": _params(net),
+    counts = net.parameter_counts()
+    return {**{k: counts[k] for k in ("vision", "adapter", "llm", "total")},
             "weight_bytes": sum(p.numel() * p.element_size() for p in net.parameters()),
             "dtype": str(next(net.parameters()).dtype).removeprefix("torch.")}
 

@@ -29,13 +29,10 @@ def run_pipeline(model, tasks: str, data_dir: str | None, limit: int, batch_size
     from evalkit.runner import Runner, RunSettings
 
     specs = [s for s in Registry().select(tasks) if s.output_type == "generate"]
-    model.engine_name = "fast"
     set_batch_size(model, batch_size)
     model.engine.features.clear()
     model.engine.images.clear()
     model.engine.reset_stats()
-    if getattr(model, "_identity", None) is None and not Path(model.path, "config.json").is_file():
-        model._identity = {"name": model.name, "weights": "random (evalkit bench --config)"}
     try:
         with tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
             settings = RunSettings(output=Path(tmp) / "run", limit=limit, data_dir=data_dir, batch_size=batch_size,

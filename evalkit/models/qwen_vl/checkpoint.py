@@ -120,11 +120,6 @@ def checkpoint_entries(path: str | Path) -> dict[str, TensorInfo]:
     return entries
 
 
-def checkpoint_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """{key: shape} over all weight files of a checkpoint dir."""
-    return {name: info.shape for name, info in checkpoint_entries(path).items()}
-
-
 def validate_checkpoint(path: str | Path, expected: dict[str, tuple[int, ...]], tied_keys: set[str]) -> None:
     """Raise ModelError unless the checkpoint holds exactly `expected` (keys in `tied_keys` may be absent)."""
     entries = checkpoint_entries(path)

@@ -5,22 +5,18 @@ The engine drives the model's own modules (`model.transformer`, `model.lm_head`,
 `generate()` on the same model. What it changes is the work around them:
 
 - each distinct image (by `ImageRef.key`) goes through the vision tower once per run; its
-  features sit in a byte-bounded LRU cache (VQAv2 asks ~5 questions per image);
-- requests are sorted by prompt length, so a left-padded batch pads little, and prefilled
-  into a static, pre-allocated KV cache (no per-step concatenation of the cache), a few
-  thousand tokens at a time: the decode batch can be large (the vocabulary projection pays
-  for it) while prefill activations stay cache-sized on a CPU and small on a GPU;
+  features sit in a byte-bounded LRU cache (feature_cache.py);
+- requests are batched by the scheduler (scheduler.py: sorted by prompt length, auto batch
+  size, out-of-memory back-off) and prefilled into a static, pre-allocated KV cache
+  (kv_cache.py), a few thousand tokens at a time: the decode batch can be large (the
+  vocabulary projection pays for it) while prefill activations stay cache-sized on a CPU and
+  small on a GPU;
 - vocabulary logits are computed for the last prompt position only;
 - decode runs all rows of a batch in one forward per token; per-request stop (eos, stop
   strings, max_new_tokens, min_new_tokens) is tensor work, and the rows that finished are
   dropped from the cache once they are half of it (that is when dropping pays);
-- stop strings are checked in Python only for rows whose new token can complete one (its
-  bytes contain a stop string's last byte), so the per-token Python work does not grow with
-  the batch;
-- `batch_size=None` ("auto") is sized once per call from what memory allows (memory the
-  caching allocator holds but does not use counts as free); an out-of-memory halves the batch
-  and retries the same requests, so nothing is lost, and the halved size holds for the rest of
-  that task only.
+- stop strings are checked in Python only for rows whose new token can complete one
+  (stops.py), so the per-token Python work does not grow with the batch.
 
 Positions come from each row's attention mask (language.py), so results do not depend on
 the batch a request lands in or on the order of requests.
@@ -29,250 +25,32 @@ the batch a request lands in or on the order of requests.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
-import gc
-import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
 
-from evalkit.models.qwen_vl.config import QwenVLConfig
+from evalkit.models.qwen_vl.engine_types import EngineConfig, EngineStats
+from evalkit.models.qwen_vl.feature_cache import FeatureCache
+from evalkit.models.qwen_vl.kv_cache import StaticKVCache
 from evalkit.models.qwen_vl.language import ntk_alpha
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.prefetch import PixelPrefetcher, default_workers
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
+from evalkit.models.qwen_vl.scheduler import OnBatch, Scheduler, TokenizedRequest
 from evalkit.models.qwen_vl.static_decode import StaticDecoder
+from evalkit.models.qwen_vl.stops import StopTables, cut_at_stop, split_stops
 from evalkit.models.qwen_vl.vocab import first_max_tiled
 from evalkit.task import ChoiceScore, ImageError, ImageRef, Request
 
 T = TypeVar("T")
-OnBatch = Callable[[list[int], list[Any]], None]  # (request indices, their results) as each batch finishes
 
 
 def request_text(request: Request) -> str:
     """The prompt with each image part left out: its `<img>`/`</img>` tags are already in the text."""
     return "".join(part for part in request.parts if isinstance(part, str))
-
-
-def split_stops(tokenizer: Any, stops: Sequence[str]) -> tuple[list[int], tuple[str, ...]]:
-    """A request's stops as (token ids, text stops): a stop that is a special token (chat's
-    `<|im_end|>`, `<|im_start|>`) stops on that id, as chat()'s stop_words_ids do -- it could
-    never match the decoded text, from which special tokens are removed. `<|endoftext|>` first."""
-    ids = [tokenizer.eod_id] + [tokenizer.special_tokens[s] for s in stops if s in tokenizer.special_tokens]
-    return list(dict.fromkeys(ids)), tuple(s for s in stops if s and s not in tokenizer.special_tokens)
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """`text` up to the first occurrence of any (non-empty) stop string."""
-    cuts = [text.find(s) for s in stops if s and s in text]
-    return text[: min(cuts)] if cuts else text
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA OOM, or the CPU allocator's failure (a RuntimeError naming the allocation)."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def batch_memory(
-    config: QwenVLConfig,
-    dtype: torch.dtype,
-    longest: int,
-    extra: int,
-    fan_out: int = 0,
-    images: int = 0,
-    new_images: int = 0,
-    prefill_tokens: int = 1024,
-    cache_room: int = 0,
-) -> tuple[int, int]:
-    """(fixed bytes, bytes per request) of one engine batch: what the auto batch size divides
-    free memory by.
-
-    Per request: its KV cache at the `longest` prompt + `extra` tokens, and the copy
-    `select_rows` makes beside it (dropping finished rows: at most half as much again; fanning a
-    prompt out to `fan_out` choices: one more row per choice); its `images` features stacked for
-    the batch; and the vocabulary logits. Generating, one row of logits with its float32 max;
-    scoring choices, the prompt's float32 log-softmax, its copy per choice, and per choice token
-    the model-dtype logits, their float32 copy and log-softmax ([R, L, V]: about 35 GB for 200
-    requests x 4 choices x 29 tokens at Qwen-VL's 151,936-token vocabulary).
-    Fixed: one prefill chunk's activations and masked attention scores, and the features of the
-    call's `new_images` that the feature cache can still take (`cache_room` bytes)."""
-    c = config
-    elt = torch.empty((), dtype=dtype).element_size()
-    kv = StaticKVCache.bytes_per_row(c, dtype, longest + extra)
-    vocab = c.vocab_size
-    feature = c.visual.get("n_queries", 256) * c.hidden_size * elt
-    if fan_out:
-        tokens = max(extra - 1, 0)  # choice tokens fed through the model after the prompt
-        kv_bytes = kv * (1 + fan_out)
-        logits = (elt + 8) * vocab + fan_out * (4 * vocab + (elt + 8) * tokens * vocab)
-    else:
-        kv_bytes = kv * 3 // 2
-        logits = (4 + elt + 1) * vocab
-    per_request = kv_bytes + logits + images * feature
-    activations = prefill_tokens * (4 * c.hidden_size + 2 * c.intermediate_size + 3 * c.hidden_size) * elt
-    attention = c.num_attention_heads * prefill_tokens * longest * 4  # masked fallback score matrix
-    return activations + attention + min(cache_room, new_images * feature), per_request
-
-
-@dataclass
-class EngineConfig:
-    """How the engine batches. `batch_size=None` is "auto": the largest batch memory allows
-    (at most `max_batch_size`), halved on out-of-memory."""
-
-    batch_size: int | None = None
-    max_batch_size: int = 256
-    cpu_max_batch_size: int = 64  # past this a CPU gains nothing (measured: 128 is no faster on the small config)
-    vision_batch_size: int = 16
-    prefill_tokens: int | None = None  # tokens per prefill chunk; None: 1024 on CPU, 32768 on GPU
-    feature_cache_bytes: int = 2 << 30
-    compile: bool = False  # torch.compile the vision tower and MLPs (shape-dynamic)
-    vocab_tile: int | None = None  # greedy pick over vocabulary tiles of this many rows, logits never whole (vocab.py)
-    static_decode: bool = False  # fixed-shape decode step, one CUDA graph per batch on CUDA (static_decode.py)
-    image_workers: int | None = None  # threads decoding the next batch's images; None: the spare cores, 0: inline
-
-
-@dataclass
-class EngineStats:
-    """Counters and phase timings (seconds) since the engine was built or `reset_stats()`."""
-
-    requests: int = 0
-    batches: int = 0
-    images_encoded: int = 0
-    image_cache_hits: int = 0
-    prompt_tokens: int = 0
-    padded_prompt_tokens: int = 0
-    generated_tokens: int = 0
-    decode_steps: int = 0
-    decode_row_steps: int = 0
-    vision_s: float = 0.0
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
-    oom_backoffs: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
-
-    # the work a batch did; an attempt that ran out of memory is taken back out, so that
-    # `evalkit bench`'s hardware limit counts each request's work once
-    WORK = ("prompt_tokens", "padded_prompt_tokens", "generated_tokens", "decode_steps", "decode_row_steps")
-
-    def work(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.WORK}
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "batch_sizes"} | {
-            "max_batch_size_used": max(self.batch_sizes, default=0)
-        }
-
-
-class FeatureCache:
-    """LRU map ImageRef.key -> image features [Q, D], bounded by total bytes.
-
-    A batch keeps its own references to the features it uses, so an eviction never takes
-    features away from the batch in flight.
-    """
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
-
-    def get(self, key: str) -> torch.Tensor | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: torch.Tensor) -> None:
-        if key in self._items:
-            self.bytes -= self._nbytes(self._items.pop(key))
-        self._items[key] = value
-        self.bytes += self._nbytes(value)
-        while self.bytes > self.max_bytes and len(self._items) > 1:
-            _, old = self._items.popitem(last=False)
-            self.bytes -= self._nbytes(old)
-
-    def clear(self) -> None:
-        self._items.clear()
-        self.bytes = 0
-
-    @staticmethod
-    def _nbytes(t: torch.Tensor) -> int:
-        return t.numel() * t.element_size()
-
-
-class StaticKVCache:
-    """Pre-allocated keys and values [layers, batch, heads, max_len, head_dim].
-
-    Speaks the part of the transformers Cache interface the model uses: `get_seq_length()`
-    and `update(k, v, layer_idx)`, which writes in place and returns views of the filled
-    prefix (so attention costs what the sequence needs, not `max_len`). The last layer's
-    update advances the length. `qwen_ntk_alpha` is set by the model at prefill.
-    """
-
-    def __init__(self, layers: int, batch: int, heads: int, max_len: int, head_dim: int, dtype, device):
-        shape = (layers, batch, heads, max_len, head_dim)
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
-        self.layers = layers
-        self.length = 0
-        self.qwen_ntk_alpha: torch.Tensor | None = None
-
-    @classmethod
-    def for_model(cls, model: QwenVLForCausalLM, batch: int, max_len: int) -> StaticKVCache:
-        c = model.config
-        return cls(c.num_hidden_layers, batch, c.num_attention_heads, max_len, c.head_dim, model.dtype, model.device)
-
-    @staticmethod
-    def bytes_per_row(config: QwenVLConfig, dtype: torch.dtype, max_len: int) -> int:
-        elt = torch.empty((), dtype=dtype).element_size()
-        return 2 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * max_len * elt
-
-    def rows(self, start: int, end: int) -> StaticKVCache:
-        """A cache over rows start:end that writes into this one's storage (chunked prefill)."""
-        part = copy.copy(self)
-        part.k, part.v = self.k[:, start:end], self.v[:, start:end]
-        part.qwen_ntk_alpha = None
-        return part
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.length
-
-    def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + k.size(2)
-        self.k[layer_idx, :, :, self.length : end] = k
-        self.v[layer_idx, :, :, self.length : end] = v
-        if layer_idx == self.layers - 1:
-            self.length = end
-        return self.k[layer_idx, :, :, :end], self.v[layer_idx, :, :, :end]
-
-    def select_rows(self, index: torch.Tensor) -> None:
-        """Keep (or repeat) batch rows `index`: drops finished rows, fans a prompt out to its choices."""
-        self.k = self.k.index_select(1, index)
-        self.v = self.v.index_select(1, index)
-        if self.qwen_ntk_alpha is not None:
-            self.qwen_ntk_alpha = self.qwen_ntk_alpha.index_select(0, index.cpu())
-
-
-@dataclass
-class Prepared:
-    """A request tokenized: prompt ids and its images in `<img>` order."""
-
-    ids: list[int]
-    images: list[ImageRef]
-    request: Request
 
 
 def _engine_call(method: Callable[..., T]) -> Callable[..., T]:
@@ -296,9 +74,8 @@ class QwenVLEngine:
         self.config = config or EngineConfig()
         self.features = FeatureCache(self.config.feature_cache_bytes)
         self.stats = EngineStats()
-        self._backoff: dict[tuple[str, ...], int] = {}  # task(s) -> batch size after an out-of-memory
-        self._stop_tables: dict[tuple[str, ...], torch.Tensor] = {}
-        self._token_bytes: list[bytes] | None = None
+        self.scheduler = Scheduler(self.config, model.config, model.dtype, self.device, self.features)
+        self.stop_tables = StopTables(self.tokenizer, model.config.vocab_size, self.device)
         self._visual: Callable[[torch.Tensor], torch.Tensor] = model.transformer.visual
         workers = self.config.image_workers
         self.images = PixelPrefetcher(processor.transform, default_workers(self.device) if workers is None else workers)
@@ -351,10 +128,10 @@ class QwenVLEngine:
         prepared = [self._prepare(r) for r in requests]
         choice_ids = {id(p): [self.tokenizer.encode(c) for c in (p.request.choices or [])] for p in prepared}
 
-        def extra_len(batch: list[Prepared]) -> int:
+        def extra_len(batch: list[TokenizedRequest]) -> int:
             return max((len(c) for p in batch for c in choice_ids[id(p)]), default=0)
 
-        def whole(batch: list[Prepared]) -> list[list[ChoiceScore]]:
+        def whole(batch: list[TokenizedRequest]) -> list[list[ChoiceScore]]:
             return [self._score_whole(p, choice_ids[id(p)]) for p in batch]
 
         crossing = [self._crosses_ntk_step(p, choice_ids[id(p)]) for p in prepared]
@@ -371,99 +148,30 @@ class QwenVLEngine:
         return results
 
     # -- planning --------------------------------------------------------------------------
-    def _prepare(self, request: Request) -> Prepared:
-        return Prepared(self.tokenizer.encode_parts(request.parts, request.plain_text), request.images, request)
+    def _prepare(self, request: Request) -> TokenizedRequest:
+        return TokenizedRequest(self.tokenizer.encode_parts(request.parts, request.plain_text), request.images, request)
 
     def _run_batched(
         self,
-        prepared: list[Prepared],
-        extra_len: Callable[[list[Prepared]], int],
-        run_batch: Callable[[list[Prepared]], list[T]],
+        prepared: list[TokenizedRequest],
+        extra_len: Callable[[list[TokenizedRequest]], int],
+        run_batch: Callable[[list[TokenizedRequest]], list[T]],
         fan_out: int = 0,
         on_batch: OnBatch | None = None,
     ) -> list[T]:
-        """Sort by prompt length (then image, so questions on one image travel together), cut
-        into batches, run each; on out-of-memory halve the batch size and retry the same rows.
-        `fan_out`: the most choices a request has (0 when generating), for the auto size.
-
-        The batch size is decided once per call (auto: from free memory, which shrinks as the
-        caching allocator keeps blocks, so it is not re-measured per batch); a halved size
-        holds for later calls of the same task, and a new task starts from the full size."""
-        order = sorted(
-            range(len(prepared)), key=lambda i: (len(prepared[i].ids), [im.key for im in prepared[i].images])
-        )
-        task = tuple(sorted({p.request.task for p in prepared}))
-        size = self.config.batch_size or self._auto_batch_size(prepared, extra_len(prepared), fan_out)
-        size = min(size, self._backoff.get(task, size))
-        results: list[Any] = [None] * len(prepared)
-        start = 0
-        while start < len(order):
-            chunk = order[start : start + size]
-            batch = [prepared[i] for i in chunk]
-            self._prefetch_images(batch, [prepared[i] for i in order[start + size : start + 2 * size]])
-            work = self.stats.work()
-            try:
-                outputs = run_batch(batch)
-            except Exception as exc:
-                if not is_out_of_memory(exc) or len(chunk) == 1:
-                    raise
-                outputs = None  # handled below: once this handler and its traceback are gone
-            if outputs is None:  # out of memory; the failed batch's tensors are unreachable now
-                size = self._backoff[task] = max(len(chunk) // 2, 1)
-                self.stats.__dict__.update(work)
-                self.stats.oom_backoffs += 1
-                self._release_memory()
-                continue
-            self.stats.batches += 1
-            self.stats.requests += len(chunk)
-            self.stats.batch_sizes.append(len(chunk))
-            for i, out in zip(chunk, outputs):
-                results[i] = out
-            if on_batch is not None:
-                on_batch(chunk, outputs)
-            start += len(chunk)
-        return results
-
-    def _release_memory(self) -> None:
-        """Hand the failed batch's blocks back to the device. Called once its tensors are
-        unreachable (outside the except block that held its traceback), or it frees nothing."""
-        gc.collect()  # tensors caught in reference cycles through frames
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def _free_memory(self) -> int:
-        """Bytes a batch can use: on CUDA what the driver has free plus what the caching
-        allocator has reserved but not handed out (mem_get_info alone counts the latter as used,
-        so a second sizing would shrink); on CPU the available physical memory."""
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            return free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-    def _auto_batch_size(self, prepared: list[Prepared], extra: int, fan_out: int = 0) -> int:
-        """Requests that fit in ~70% of free memory (see `batch_memory`). Capped, at least 1."""
-        cap = self.config.max_batch_size
-        if self.device.type != "cuda":
-            cap = min(cap, self.config.cpu_max_batch_size)
-        longest = max(len(p.ids) for p in prepared)
-        new_images = {im.key for p in prepared for im in p.images if im.key not in self.features}
-        fixed, per_request = batch_memory(
-            self.model.config, self.model.dtype, longest, extra, fan_out,
-            images=max(len(p.images) for p in prepared), new_images=len(new_images),
-            prefill_tokens=min(max(self._prefill_tokens(), longest), longest * cap),
-            cache_room=max(self.config.feature_cache_bytes - self.features.bytes, 0),
-        )
-        return int(max(1, min(cap, (0.7 * self._free_memory() - fixed) // per_request)))
+        """The scheduler's batches of `prepared`, counted in this engine's stats, the next
+        batch's images decoded while one runs."""
+        return self.scheduler.run(prepared, extra_len, run_batch, self.stats, fan_out, on_batch, self._prefetch_images)
 
     # -- images ----------------------------------------------------------------------------
-    def _prefetch_images(self, batch: list[Prepared], upcoming: list[Prepared]) -> None:
+    def _prefetch_images(self, batch: list[TokenizedRequest], upcoming: list[TokenizedRequest]) -> None:
         """Start decoding the next batch's images (those neither cached nor in this batch) while
         this batch runs."""
         current = {ref.key for p in batch for ref in p.images}
         self.images.prefetch(ref for p in upcoming for ref in p.images
                              if ref.key not in current and ref.key not in self.features)
 
-    def _image_features(self, batch: list[Prepared]) -> torch.Tensor | None:
+    def _image_features(self, batch: list[TokenizedRequest]) -> torch.Tensor | None:
         """Features [n_img, Q, D] of the batch's images in row-major `<img>` order; each distinct
         key not in the cache is encoded once."""
         refs = [im for p in batch for im in p.images]
@@ -511,7 +219,7 @@ class QwenVLEngine:
             raise ImageError(f"sample {request.sample_id}: {exc}") from exc
 
     # -- prefill ---------------------------------------------------------------------------
-    def _prefill(self, batch: list[Prepared], extra: int) -> tuple[torch.Tensor, torch.Tensor, StaticKVCache]:
+    def _prefill(self, batch: list[TokenizedRequest], extra: int) -> tuple[torch.Tensor, torch.Tensor, StaticKVCache]:
         """Left-padded prefill into a fresh static cache with room for `extra` more tokens, in
         chunks of rows of at most `prefill_tokens` tokens (each row computes the same alone).
 
@@ -522,11 +230,11 @@ class QwenVLEngine:
         started = self._now()
         width = max(len(p.ids) for p in batch)
         ids, mask = self._left_padded(batch, width, extra)
-        cache = StaticKVCache.for_model(self.model, len(batch), width + extra)
+        cache = StaticKVCache.empty(self.model.config, len(batch), width + extra, self.model.dtype, self.model.device)
         first_image = [0]
         for p in batch:
             first_image.append(first_image[-1] + len(p.images))
-        step = max(1, self._prefill_tokens() // width)
+        step = max(1, self.config.prefill_chunk(self.device) // width)
         last, alphas = [], []
         for a in range(0, len(batch), step):
             b = min(a + step, len(batch))
@@ -536,15 +244,15 @@ class QwenVLEngine:
                 input_ids=ids[a:b], attention_mask=mask[a:b, :width], image_features=images, cache=part
             )
             last.append(hidden[:, -1].clone())  # a view would keep the chunk's whole output alive
-            alphas.append(part.qwen_ntk_alpha)
-        cache.length, cache.qwen_ntk_alpha = width, torch.cat(alphas)
+            alphas.append(part.ntk_alpha)
+        cache.length, cache.ntk_alpha = width, torch.cat(alphas)
         self._sync()
         self.stats.prefill_s += self._now() - started
         self.stats.prompt_tokens += sum(len(p.ids) for p in batch)
         self.stats.padded_prompt_tokens += width * len(batch)
         return torch.cat(last), mask, cache
 
-    def _left_padded(self, batch: list[Prepared], width: int, extra: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _left_padded(self, batch: list[TokenizedRequest], width: int, extra: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt ids [B, width] padded on the left, and the mask [B, width + extra] on the device."""
         ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.ones(len(batch), width + extra, dtype=torch.long)
@@ -553,13 +261,8 @@ class QwenVLEngine:
             mask[row, : width - len(p.ids)] = 0
         return ids.to(self.device), mask.to(self.device)
 
-    def _prefill_tokens(self) -> int:
-        if self.config.prefill_tokens:
-            return self.config.prefill_tokens
-        return 32768 if self.device.type == "cuda" else 1024
-
     # -- generation ------------------------------------------------------------------------
-    def _generate_batch(self, batch: list[Prepared]) -> list[str]:
+    def _generate_batch(self, batch: list[TokenizedRequest]) -> list[str]:
         requests = [p.request for p in batch]
         device, pad = self.device, self.tokenizer.pad_token_id
         max_new = torch.tensor([r.max_new_tokens for r in requests], device=device)
@@ -572,14 +275,14 @@ class QwenVLEngine:
         stop_sets = [text for _, text in stops]
         width_ids = max(len(ids) for ids, _ in stops)  # [B, K] stop ids, each row padded with its eos
         stop_ids = torch.tensor([ids + ids[:1] * (width_ids - len(ids)) for ids, _ in stops], device=device)
-        tables = self._stop_table_rows(stop_sets)  # [B, V] bool or None
+        tables = self.stop_tables.rows(stop_sets)  # [B, V] bool or None
 
         hidden, mask, cache = self._prefill(batch, steps)
         started = self._now()
         width = mask.size(1) - steps
         mask = mask.bool()  # once per batch: the model takes a decode step's bool mask as it is
         sync_every = 4 if device.type == "cuda" else 1  # how often the host reads the active count
-        static = (StaticDecoder(self.model, cache, mask, width, cache.qwen_ntk_alpha, graph=True)
+        static = (StaticDecoder(self.model, cache, mask, width, cache.ntk_alpha, graph=True)
                   if self.config.static_decode and steps > 1 else None)
         head = self.model.lm_head  # tiles read its weight directly: only a plain bias-free Linear qualifies
         tile = self.config.vocab_tile if type(head) is torch.nn.Linear and head.bias is None else None
@@ -613,7 +316,7 @@ class QwenVLEngine:
             produced.index_add_(0, rows, active.long())
             done = active & ((token[:, None] == stop_ids).any(-1) | (max_new <= step + 1))
             if tables is not None:
-                done |= self._hit_stop(tables, rows, token, active & ~done, tokens, step, stop_sets)
+                done |= self.stop_tables.hits(tables, rows, token, active & ~done, tokens, step, stop_sets)
             active = active & ~done
             if (step + 1) % sync_every and step + 1 < steps:
                 continue  # no host sync this step: finished rows keep writing pad until the next check
@@ -633,66 +336,8 @@ class QwenVLEngine:
         texts = self.tokenizer.batch_decode(tokens.tolist(), skip_special_tokens=True)
         return [cut_at_stop(t, s) for t, s in zip(texts, stop_sets)]
 
-    def _hit_stop(
-        self,
-        tables: torch.Tensor,
-        rows: torch.Tensor,
-        token: torch.Tensor,
-        candidates: torch.Tensor,
-        tokens: torch.Tensor,
-        step: int,
-        stop_sets: list[tuple[str, ...]],
-    ) -> torch.Tensor:
-        """Rows whose decoded new text now contains one of their stop strings. Only rows whose
-        new token can complete a stop string are decoded (see `_stop_table`)."""
-        vocab = tables.size(1)
-        could = candidates & tables.gather(1, token.clamp(max=vocab - 1)[:, None])[:, 0]
-        hit = torch.zeros_like(candidates)
-        for i in could.nonzero()[:, 0].tolist():
-            row = int(rows[i])
-            text = self.tokenizer.decode(tokens[row, : step + 1].tolist(), skip_special_tokens=True)
-            hit[i] = any(s in text for s in stop_sets[row])
-        return hit
-
-    def _stop_table_rows(self, stop_sets: list[tuple[str, ...]]) -> torch.Tensor | None:
-        if not any(stop_sets):
-            return None
-        vocab = self.model.config.vocab_size
-        none = torch.zeros(vocab, dtype=torch.bool, device=self.device)
-        return torch.stack([self._stop_table(s) if s else none for s in stop_sets])
-
-    def _stop_table(self, stops: tuple[str, ...]) -> torch.Tensor:
-        """[V] bool: can this token complete one of `stops`? A stop string newly present in the
-        decoded text ends in the new token's bytes, so the token must hold the stop's last byte
-        (UTF-8). `</img>` re-shapes earlier text on decode and ids past the tokenizer are
-        unknown: both are always checked."""
-        if stops not in self._stop_tables:
-            last = {s.encode("utf-8")[-1] for s in stops}
-            vocab = self.model.config.vocab_size
-            token_bytes = self._vocab_bytes()
-            table = [True] * vocab
-            for i in range(min(vocab, len(token_bytes))):
-                table[i] = any(b in last for b in token_bytes[i])
-            if self.tokenizer.img_end_id < vocab:
-                table[self.tokenizer.img_end_id] = True
-            if any("\ufffd" in s for s in stops):
-                table = [True] * vocab
-            self._stop_tables[stops] = torch.tensor(table, dtype=torch.bool, device=self.device)
-        return self._stop_tables[stops]
-
-    def _vocab_bytes(self) -> list[bytes]:
-        """Each token id's bytes as decoded with skip_special_tokens (special tokens: b"")."""
-        if self._token_bytes is None:
-            decoder = self.tokenizer.decoder
-            n = len(self.tokenizer)
-            self._token_bytes = [
-                v if isinstance(v := decoder.get(i, b""), bytes) and i < self.tokenizer.eod_id else b""
-                for i in range(n)
-            ]
-        return self._token_bytes
-
     # -- choice scoring --------------------------------------------------------------------
-    def _score_batch(self, batch: list[Prepared], choice_ids: dict[int, list[list[int]]]) -> list[list[ChoiceScore]]:
+    def _score_batch(self, batch: list[TokenizedRequest], choice_ids: dict[int, list[list[int]]]) -> list[list[ChoiceScore]]:
         choices = [choice_ids[id(p)] for p in batch]
         extra = max((len(c) for cs in choices for c in cs), default=0)
         hidden, mask, cache = self._prefill(batch, max(extra - 1, 0))
@@ -728,7 +373,7 @@ class QwenVLEngine:
             out[row].append(ChoiceScore(logprob=float(score), n_tokens=len(c)))
         return out
 
-    def _crosses_ntk_step(self, p: Prepared, choices: list[list[int]]) -> bool:
+    def _crosses_ntk_step(self, p: TokenizedRequest, choices: list[list[int]]) -> bool:
         """Does a choice change the dynamic-NTK alpha? eval_mm (and the hf path) scores prompt +
         choice in one forward, whose alpha comes from the whole length; a prompt just under
         `seq_length` (2048, 4096, ...) with a longer choice gets another alpha than the prompt
@@ -739,9 +384,9 @@ class QwenVLEngine:
         alpha = ntk_alpha(len(p.ids), c.seq_length)
         return any(ntk_alpha(len(p.ids) + len(ch) - 1, c.seq_length) != alpha for ch in choices if ch)
 
-    def _score_whole(self, p: Prepared, choices: list[list[int]]) -> list[ChoiceScore]:
+    def _score_whole(self, p: TokenizedRequest, choices: list[list[int]]) -> list[ChoiceScore]:
         """Each choice in one forward with its prompt (no shared cache), as eval_mm scores it."""
-        rows = [Prepared(p.ids + ch[:-1], p.images, p.request) for ch in choices]
+        rows = [TokenizedRequest(p.ids + ch[:-1], p.images, p.request) for ch in choices]
         keep = max(len(ch) for ch in choices)
         features = self._image_features(rows)
         started = self._now()

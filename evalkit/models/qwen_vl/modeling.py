@@ -22,6 +22,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from evalkit.models.base import ModelError
 from evalkit.models.qwen_vl.checkpoint import validate_checkpoint
 from evalkit.models.qwen_vl.config import QwenVLConfig
+from evalkit.models.qwen_vl.kv_cache import QwenVLCache, QwenVLDynamicCache
 from evalkit.models.qwen_vl.language import QwenBlock, RMSNorm, logn_scale, ntk_alpha, rotary_cos_sin
 from evalkit.models.qwen_vl.vision import Resampler, VisionTransformer, sincos_pos_embed_2d
 
@@ -32,7 +33,7 @@ def attention_mask_2d(attention_mask: torch.Tensor | None, batch: int, total: in
     return attention_mask.to(device)
 
 
-class QwenModel(nn.Module):
+class QwenVLTransformer(nn.Module):
     """Embeddings + image splice + decoder blocks + final RMSNorm (the checkpoint's `transformer`)."""
 
     def __init__(self, config: QwenVLConfig):
@@ -72,9 +73,12 @@ class QwenModel(nn.Module):
         pixel_values: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        cache: DynamicCache | None = None,
+        cache: QwenVLCache | None = None,
     ) -> torch.Tensor:
         config = self.config
+        if cache is not None and not isinstance(cache, QwenVLCache):
+            raise TypeError(f"Qwen-VL keeps each row's NTK alpha in its cache: pass a QwenVLDynamicCache or "
+                            f"StaticKVCache (kv_cache.py), not {type(cache).__name__}")
         past = cache.get_seq_length() if cache is not None else 0
         if inputs_embeds is None:
             hidden = self.drop(self.wte(input_ids))
@@ -93,14 +97,14 @@ class QwenModel(nn.Module):
 
         # Positions from the mask: padding never shifts a row (see language.py).
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
-        if past == 0 or cache is None or not hasattr(cache, "qwen_ntk_alpha"):
+        if past == 0 or cache is None:
             lengths = mask.sum(-1).tolist()
             alphas = [ntk_alpha(n, config.seq_length) if config.use_dynamic_ntk else 1 for n in lengths]
             alphas = torch.tensor(alphas, dtype=torch.float64)
             if cache is not None:
-                cache.qwen_ntk_alpha = alphas  # reused while decoding, as the reference does
+                cache.ntk_alpha = alphas  # reused while decoding, as the reference does
         else:
-            alphas = cache.qwen_ntk_alpha
+            alphas = cache.ntk_alpha
         cos, sin = rotary_cos_sin(positions, alphas, config.rotary_dim, config.rotary_emb_base)
         # logn scales queries past `seq_length` only (below it the scale is exactly 1: skip it)
         use_logn = config.use_logn_attn and past + length > config.seq_length
@@ -157,7 +161,7 @@ class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: QwenVLConfig):
         super().__init__(config)
-        self.transformer = QwenModel(config)
+        self.transformer = QwenVLTransformer(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
@@ -196,6 +200,35 @@ class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
         validate_checkpoint(path, expected, tied)
         return config
 
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args: Any, **kwargs: Any) -> None:
+        """generate()'s default DynamicCache, made a QwenVLDynamicCache (room for the rows' NTK
+        alphas), as transformers' own models swap in the cache they need."""
+        given = model_kwargs.get("cache")
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        made = model_kwargs.get("cache")
+        if given is None and type(made) is DynamicCache:
+            model_kwargs["cache"] = QwenVLDynamicCache(
+                config=self.config, offloading=generation_config.cache_implementation == "offloaded")
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters as the paper's Table 1 splits them (vision without the resampler, adapter =
+        the resampler, llm = the rest, total), and the decoder blocks and LM head a token runs through."""
+        visual = self.transformer.visual
+        adapter = _params(visual.attn_pool)
+        return {"vision": _params(visual) - adapter, "adapter": adapter, "llm": _params(self) - _params(visual),
+                "total": _params(self), "blocks": sum(_params(b) for b in self.transformer.h),
+                "lm_head": self.lm_head.weight.numel()}
+
+    def flops_per_image(self) -> int:
+        """The vision tower on one image: ViT matmuls + its self-attention (QK^T and AV) +
+        patchify + the resampler over its queries."""
+        visual = self.transformer.visual
+        patches = (visual.image_size // visual.conv1.kernel_size[0]) ** 2
+        width = visual.conv1.out_channels
+        flops = 2 * _params(visual.transformer) * patches
+        flops += 4 * len(visual.transformer.resblocks) * patches**2 * width
+        return flops + 2 * _params(visual.conv1) * patches + 2 * _params(visual.attn_pool) * self.config.visual["n_queries"]
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -203,17 +236,17 @@ class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
         pixel_values: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        cache: DynamicCache | None = None,
+        cache: QwenVLCache | None = None,
         use_cache: bool | None = None,
         labels: torch.Tensor | None = None,
         logits_to_keep: int = 0,
-        past_key_values: DynamicCache | None = None,
+        past_key_values: QwenVLCache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """`position_ids` (if given by generate()) are ignored: positions come from the mask."""
         cache = cache if cache is not None else past_key_values
         if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
+            cache = QwenVLDynamicCache(config=self.config)
         if use_cache is False:
             cache = None
         hidden = self.transformer(
@@ -235,6 +268,10 @@ class QwenVLForCausalLM(QwenVLPreTrainedModel, GenerationMixin):
                 ignore_index=-100,
             )
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def register() -> None:
