@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from evalkit.errors import EvalkitError
 from evalkit.resources import repo_path
 from evalkit.task import DatasetSpec, FewShotSpec, GenerationSettings, MetricSpec, TaskSpec
 
@@ -28,11 +29,11 @@ REPO_TASKS_DIR = repo_path("tasks")  # the checkout's tasks/, or the copy inside
 GROUP_SUFFIX = ".group.yaml"  # group files: a named suite of tasks and groups (Registry._add_group)
 
 
-class SpecError(ValueError):
+class SpecError(EvalkitError, ValueError):
     """A task spec that does not validate. The message names the file and the field."""
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(EvalkitError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 

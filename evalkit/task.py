@@ -17,10 +17,12 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from evalkit.errors import EvalkitError
+
 OutputType = Literal["generate", "choice"]
 
 
-class ImageError(ValueError):
+class ImageError(EvalkitError, ValueError):
     """An image that cannot be opened or decoded; recorded on its sample, never fatal to a run."""
 
 
