@@ -201,7 +201,8 @@ class Request:
         return [p for p in self.parts if isinstance(p, ImageRef)]
 
     def text(self, image_token: str = "<image>") -> str:
-        """The prompt as one string, each image shown as `image_token` (for logs and replays)."""
+        """The prompt as one string, each image shown as `image_token`: "<image>" for logs and
+        replays; "" for what Qwen's tokenizer reads (the `<img>`/`</img>` tags are in the text)."""
         return "".join(p if isinstance(p, str) else image_token for p in self.parts)
 
 

@@ -27,7 +27,6 @@ from evalkit.models.qwen_vl.engine import (
     OnBatch,
     QwenVLEngine,
     cut_at_stop,
-    request_text,
     split_stops,
 )
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
@@ -45,7 +44,7 @@ DTYPES = {
 }
 HASH_CHUNK = 1 << 20
 ENGINES = ("fast", "hf")
-__all__ = ["QwenVLModel", "StopOnStrings", "cut_at_stop", "request_text"]
+__all__ = ["QwenVLModel", "StopOnStrings", "cut_at_stop"]
 
 
 def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
@@ -194,7 +193,7 @@ class QwenVLModel:
 
     def context_error(self, request: Request) -> str | None:
         """Why `request` cannot run in this model's context, or None when it fits."""
-        prompt = len(self.tokenizer.encode(request_text(request)))
+        prompt = len(self.tokenizer.encode(request.text(image_token="")))
         if request.choices:
             extra = max(len(self.tokenizer.encode(c)) for c in request.choices)
         else:

@@ -54,11 +54,6 @@ T = TypeVar("T")
 OnBatch = Callable[[list[int], list[Any]], None]  # (request indices, their results) as each batch finishes
 
 
-def request_text(request: Request) -> str:
-    """The prompt with each image part left out: its `<img>`/`</img>` tags are already in the text."""
-    return "".join(part for part in request.parts if isinstance(part, str))
-
-
 def split_stops(tokenizer: Any, stops: Sequence[str]) -> tuple[list[int], tuple[str, ...]]:
     """A request's stops as (token ids, text stops): a stop that is a special token (chat's
     `<|im_end|>`, `<|im_start|>`) stops on that id, as chat()'s stop_words_ids do -- it could
