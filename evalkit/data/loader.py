@@ -44,6 +44,14 @@ def register_adapter(name: str, hub: bool = False) -> Callable[[RowAdapter], Row
     return wrap
 
 
+def dataset_formats() -> list[str]:
+    """Every `dataset.format` a spec may name: the hub, the file formats `datasets` reads and the
+    registered adapters (the registry checks specs against this list)."""
+    import evalkit.data  # noqa: F401  (importing the package registers every adapter)
+
+    return sorted({*_HUB_FORMATS, *_FILE_FORMATS, *_ADAPTERS})
+
+
 def expand_path(value: str, spec_dir: Path | None, data_dir: str | None) -> str:
     """Resolve `{evalkit}`, `{data_dir}` and spec-relative paths in data_files / image roots."""
     if data_dir is None and "{data_dir}" in value:
