@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from evalkit import __version__
 from evalkit.api import DEFAULT_MODEL, DEFAULT_TASKS  # the embedded default (see evalkit.api)
 from evalkit.argtypes import at_least
+from evalkit.errors import EvalkitError
 
 if TYPE_CHECKING:
     from evalkit.distributed import Dist
@@ -288,8 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_output_folders(args)
         return handlers[args.command](args)
-    except Exception as exc:
-        if args.debug or not _is_user_error(exc):
+    except (EvalkitError, FileNotFoundError, PermissionError) as exc:  # the user's to fix: one line
+        if args.debug:
             raise
         print(f"evalkit: error: {exc}", file=sys.stderr)
         return 2
@@ -312,21 +313,6 @@ def _check_output_folders(args: argparse.Namespace) -> None:
         check_writable(Path(args.output).parent, "--output", args.output)
     elif args.command == "bench" and getattr(args, "json", None):
         check_writable(Path(args.json).parent, "--json", args.json)
-
-
-def _is_user_error(exc: Exception) -> bool:
-    from evalkit.data.loader import DatasetError
-    from evalkit.distributed import DistributedError
-    from evalkit.metrics.base import MetricInputError
-    from evalkit.models.base import ModelError
-    from evalkit.prompts import PromptError
-    from evalkit.registry import SpecError, UnknownTaskError
-    from evalkit.results.runs import RunError
-    from evalkit.runner import Interrupted, TooManyErrors
-
-    return isinstance(exc, DatasetError | ModelError | PromptError | SpecError | UnknownTaskError | RunError
-                      | Interrupted | TooManyErrors | DistributedError | FileNotFoundError | PermissionError
-                      | MetricInputError)
 
 
 if __name__ == "__main__":

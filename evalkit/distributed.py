@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from evalkit.errors import EvalkitError
+
 T = TypeVar("T")
 
 # Ranks wait for the slowest one at each task's gather; shards are balanced but a long task on a
@@ -28,7 +30,7 @@ DEFAULT_TIMEOUT_MIN = 120
 BACKENDS = ("nccl", "gloo")
 
 
-class DistributedError(RuntimeError):
+class DistributedError(EvalkitError, RuntimeError):
     """A failure on rank 0 that every rank must stop on (e.g. a run folder of another model)."""
 
 

@@ -24,10 +24,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from evalkit.chat import STOP_MARKERS, conversation, image_lines
+from evalkit.errors import EvalkitError
 from evalkit.task import ImageRef, Request, Sample, TaskSpec, stable_hash
 
 
-class PromptError(ValueError):
+class PromptError(EvalkitError, ValueError):
     pass
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from evalkit.errors import EvalkitError
 from evalkit.resources import repo_path
 from evalkit.task import DatasetSpec, FewShotSpec, GenerationSettings, MetricSpec, TaskSpec
 
@@ -28,11 +29,11 @@ REPO_TASKS_DIR = repo_path("tasks")  # the checkout's tasks/, or the copy inside
 GROUP_SUFFIX = ".group.yaml"  # group files: a named suite of tasks and groups (Registry._add_group)
 
 
-class SpecError(ValueError):
+class SpecError(EvalkitError, ValueError):
     """A task spec that does not validate. The message names the file and the field."""
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(EvalkitError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 
@@ -242,14 +243,15 @@ def _type_name(hint: Any) -> str:
 
 
 def _check_semantics(spec: TaskSpec, path: Path) -> None:
+    """The names a spec picks from its owners' tables (metrics, dataset formats, postprocess
+    steps) and the rules between fields; each table is imported from the module that uses it."""
+    from evalkit.data.loader import dataset_formats
     from evalkit.metrics import metric_names
+    from evalkit.metrics.score import POSTPROCESS_STEPS
 
-    known = metric_names()
+    metrics = metric_names()
     for i, m in enumerate(spec.metrics):
-        if m.name not in known:
-            close = difflib.get_close_matches(m.name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
-            raise SpecError(f"{path}: field 'metrics[{i}].name': unknown metric {m.name!r}{hint}")
+        _check_name(m.name, metrics, "metric", path, f"metrics[{i}].name")
     if not spec.prompts:
         raise SpecError(f"{path}: field 'prompts' must define at least one prompt style (base, chat)")
     chat = spec.prompts.get("chat", "")
@@ -262,3 +264,17 @@ def _check_semantics(spec: TaskSpec, path: Path) -> None:
         raise SpecError(f"{path}: field 'fields.choices' is required when output_type is 'choice'")
     if "image" not in spec.fields and "images" not in spec.fields:
         raise SpecError(f"{path}: field 'fields.image' (or 'fields.images') is required")
+    formats = dataset_formats()
+    _check_name(spec.dataset.format, formats, "dataset format", path, "dataset.format")
+    if spec.fewshot is not None and spec.fewshot.dataset is not None:
+        _check_name(spec.fewshot.dataset.format, formats, "dataset format", path, "fewshot.dataset.format")
+    for i, step in enumerate(spec.postprocess):
+        _check_name(step, list(POSTPROCESS_STEPS), "postprocess step", path, f"postprocess[{i}]")
+
+
+def _check_name(name: Any, known: list[str], what: str, path: Path, where: str) -> None:
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=1) if isinstance(name, str) else []
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+    raise SpecError(f"{path}: field '{where}': unknown {what} {name!r}{hint}")

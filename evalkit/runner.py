@@ -32,6 +32,7 @@ from evalkit.data import load_samples
 from evalkit.data.ids import unique_ids
 from evalkit.data.loader import dataset_source
 from evalkit.distributed import Dist
+from evalkit.errors import EvalkitError
 from evalkit.metrics.choice import pick_by_loglikelihood
 from evalkit.metrics.score import postprocess, score_task
 from evalkit.models.base import Model
@@ -72,15 +73,15 @@ def error_kinds(preds: list[Prediction]) -> dict[str, int]:
 AUTO_CALL_SIZE = 64  # requests per call with --batch-size auto, for a model that does not say (call_size)
 
 
-class Interrupted(RuntimeError):
+class Interrupted(EvalkitError, RuntimeError):
     """Ctrl-C: the batch in flight finished and was saved; re-running resumes."""
 
 
-class TooManyErrors(RuntimeError):
+class TooManyErrors(EvalkitError, RuntimeError):
     pass
 
 
-class MalformedOutput(ValueError):
+class MalformedOutput(EvalkitError, ValueError):
     """A model result of the wrong type or count; recorded on its sample like any other failure."""
 
 

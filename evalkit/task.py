@@ -17,10 +17,12 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from evalkit.errors import EvalkitError
+
 OutputType = Literal["generate", "choice"]
 
 
-class ImageError(ValueError):
+class ImageError(EvalkitError, ValueError):
     """An image that cannot be opened or decoded; recorded on its sample, never fatal to a run."""
 
 
@@ -200,7 +202,8 @@ class Request:
         return [p for p in self.parts if isinstance(p, ImageRef)]
 
     def text(self, image_token: str = "<image>") -> str:
-        """The prompt as one string, each image shown as `image_token` (for logs and replays)."""
+        """The prompt as one string, each image shown as `image_token`: "<image>" for logs and
+        replays; "" for what Qwen's tokenizer reads (the `<img>`/`</img>` tags are in the text)."""
         return "".join(p if isinstance(p, str) else image_token for p in self.parts)
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from evalkit.data.images import to_image_ref
+from evalkit.errors import EvalkitError
 from evalkit.task import Sample
 
 
-class FieldError(KeyError):
+class FieldError(EvalkitError, KeyError):
     """A mapped column that the row does not have."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from evalkit.data.fields import row_to_sample
 from evalkit.data.sources import hub_ids, locate_hub
+from evalkit.errors import EvalkitError
 from evalkit.task import DatasetSpec, Sample, TaskSpec
 
 RowAdapter = Callable[[DatasetSpec], Iterable[dict[str, Any]]]
@@ -28,7 +29,7 @@ SOURCE_ROW = "__source_row__"  # set by adapters that drop rows: the row's index
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-class DatasetError(RuntimeError):
+class DatasetError(EvalkitError, RuntimeError):
     """A dataset that cannot be loaded; the message says what is missing and how to get it."""
 
 
@@ -41,6 +42,14 @@ def register_adapter(name: str, hub: bool = False) -> Callable[[RowAdapter], Row
         return fn
 
     return wrap
+
+
+def dataset_formats() -> list[str]:
+    """Every `dataset.format` a spec may name: the hub, the file formats `datasets` reads and the
+    registered adapters (the registry checks specs against this list)."""
+    import evalkit.data  # noqa: F401  (importing the package registers every adapter)
+
+    return sorted({*_HUB_FORMATS, *_FILE_FORMATS, *_ADAPTERS})
 
 
 def expand_path(value: str, spec_dir: Path | None, data_dir: str | None) -> str:

@@ -35,7 +35,7 @@ from evalkit.data.fields import row_to_sample
 from evalkit.demo.checkpoint import MODEL_DIR, make_config, save_checkpoint
 from evalkit.demo.data import DEFAULT_SEED, TASKS, make_row, make_scene, split_rows, target_text
 from evalkit.demo.vocab import build_vocab
-from evalkit.models.qwen_vl.adapter import QwenVLAdapter, request_text
+from evalkit.models.qwen_vl.adapter import QwenVLAdapter
 from evalkit.models.qwen_vl.kv_cache import QwenVLDynamicCache
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
@@ -78,7 +78,7 @@ def demo_specs() -> dict[str, TaskSpec]:
 
 def prompt_of(spec: TaskSpec, row: dict, index: int, style: str = "base") -> str:
     """The exact text the harness gives the tokenizer for this row (images left as `<img></img>`)."""
-    return request_text(build_request(spec, row_to_sample(row, spec.fields, index, None), style))
+    return build_request(spec, row_to_sample(row, spec.fields, index, None), style).text(image_token="")
 
 
 def vocab_texts(specs: dict[str, TaskSpec], n_scenes: int, seed: int) -> list[str]:

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import regex
 
+from evalkit.chat import SYSTEM_PROMPT
 from evalkit.models.qwen_vl.tokenizer import PAT_STR, SPECIAL_TOKENS
 
 # Text that the demo prompts do not contain but users will type (chat templates, few-shot
 # separators); a little of it keeps such prompts from exploding into single bytes.
 EXTRA_TEXT = (
-    "You are a helpful assistant.\nuser\nassistant\nsystem\nPicture 1: Picture 2: \n"
+    f"{SYSTEM_PROMPT}\nuser\nassistant\nsystem\nPicture 1: Picture 2: \n"
     "Question: Answer: Context: Options: A. B. C. D. the a an of in on is are what which how many"
 )
 

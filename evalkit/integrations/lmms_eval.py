@@ -60,7 +60,7 @@ from tqdm import tqdm
 from evalkit.chat import STOP_MARKERS, conversation, image_lines
 from evalkit.distributed import Dist
 from evalkit.models.qwen_vl.adapter import QwenVLAdapter
-from evalkit.task import ImageError, ImageRef, Request
+from evalkit.task import GenerationSettings, ImageError, ImageRef, Request
 
 T = TypeVar("T")
 
@@ -149,21 +149,14 @@ def describe(inst: Instance) -> str:
     return f"{inst.task_name} doc {inst.doc_id}"
 
 
-@dataclass
-class GenerationSettings:
-    """What evalkit's greedy engine takes from lmms-eval's gen_kwargs."""
-
-    max_new_tokens: int
-    stop: list[str]
-    sampling: bool  # the task asked for sampling or beams; the engine decodes greedily regardless
-
-    @classmethod
-    def from_kwargs(cls, gen_kwargs: dict[str, Any] | None) -> GenerationSettings:
-        kwargs = gen_kwargs or {}
-        until = kwargs.get("until") or []
-        stop = [until] if isinstance(until, str) else [s for s in until if s]
-        sampling = bool(kwargs.get("do_sample")) or int(kwargs.get("num_beams") or 1) > 1
-        return cls(int(kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)), stop, sampling)
+def generation_settings(gen_kwargs: dict[str, Any] | None) -> tuple[GenerationSettings, bool]:
+    """What evalkit's greedy engine takes from lmms-eval's gen_kwargs (the token budget and the
+    stops), and whether the task asked for sampling or beams, which the engine ignores."""
+    kwargs = gen_kwargs or {}
+    until = kwargs.get("until") or []
+    stop = [until] if isinstance(until, str) else [s for s in until if s]
+    sampling = bool(kwargs.get("do_sample")) or int(kwargs.get("num_beams") or 1) > 1
+    return GenerationSettings(max_new_tokens=int(kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)), stop=stop), sampling
 
 
 @dataclass
@@ -175,6 +168,7 @@ class Dialogue:
     context: str
     visuals: Any
     settings: GenerationSettings
+    sampling: bool  # asked for by the task; decoding stays greedy
     outputs: list[str] = field(default_factory=list)
     rounds: int = 0
     info: Any = None
@@ -272,6 +266,7 @@ class EvalkitQwenVL(lmms):
         context: str,
         visuals: Any,
         settings: GenerationSettings | None = None,
+        sampling: bool = False,
         choices: list[str] | None = None,
     ) -> Request:
         images = [image_ref(v) for v in flatten_visuals(visuals)]
@@ -284,7 +279,7 @@ class EvalkitQwenVL(lmms):
             index=int(inst.doc_id) if str(inst.doc_id).isdigit() else -1,
         )
         if settings is not None:
-            self._warn_if_sampling(settings)
+            self._warn_if_sampling(sampling)
             markers = list(STOP_MARKERS) if self.prompt_style == "chat" else []
             request.max_new_tokens, request.stop = settings.max_new_tokens, [*settings.stop, *markers]
         return request
@@ -292,10 +287,10 @@ class EvalkitQwenVL(lmms):
     def _generation_request(self, inst: Instance) -> Request:
         context, gen_kwargs, doc_to_visual, doc_id, task, split = inst.args
         visuals = doc_to_visual(self._doc(task, split, doc_id))
-        return self._request(inst, context, visuals, GenerationSettings.from_kwargs(gen_kwargs))
+        return self._request(inst, context, visuals, *generation_settings(gen_kwargs))
 
-    def _warn_if_sampling(self, settings: GenerationSettings) -> None:
-        if settings.sampling and not self._warned_sampling:
+    def _warn_if_sampling(self, sampling: bool) -> None:
+        if sampling and not self._warned_sampling:
             logger.warning(
                 f"{MODEL_NAME}: the task asks for sampling or beam search; evalkit's engine decodes greedily"
             )
@@ -398,7 +393,7 @@ class EvalkitQwenVL(lmms):
         dialogues = [self._attempt(inst, lambda inst=inst: self._start(inst)) for inst in chunk]
         while active := [d for d in dialogues if d is not None and not d.done]:
             built = [
-                self._attempt(d.inst, lambda d=d: self._request(d.inst, d.context, d.visuals, d.settings))
+                self._attempt(d.inst, lambda d=d: self._request(d.inst, d.context, d.visuals, d.settings, d.sampling))
                 for d in active
             ]
             for d, answer in zip(active, self._run(self.model.generate, built, fallback=None)):
@@ -411,7 +406,7 @@ class EvalkitQwenVL(lmms):
     def _start(self, inst: Instance) -> Dialogue:
         context, gen_kwargs, doc_to_visual, _, doc_id, task, split = inst.args
         doc = self._doc(task, split, doc_id)
-        return Dialogue(inst, doc, context, doc_to_visual(doc), GenerationSettings.from_kwargs(gen_kwargs))
+        return Dialogue(inst, doc, context, doc_to_visual(doc), *generation_settings(gen_kwargs))
 
     def _next_round(self, d: Dialogue) -> Dialogue:
         """Asks the task for the next round; it returns (visuals, context, terminal, outputs, info)."""

@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from evalkit.errors import EvalkitError
 from evalkit.task import Prediction
 
 
-class MetricInputError(ValueError):
+class MetricInputError(EvalkitError, ValueError):
     """References a metric cannot score honestly (e.g. one answer where VQA accuracy needs ten)."""
 
 

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from evalkit.metrics import get_metric
 from evalkit.task import Prediction, Sample, TaskSpec
 
+# The steps a spec's `postprocess` may name (the registry checks names against this table).
+POSTPROCESS_STEPS: dict[str, Callable[[str], str]] = {
+    "strip": str.strip,
+    "first_line": lambda text: text.strip().split("\n")[0],
+    "lower": str.lower,
+}
+
 
 def postprocess(output: str, steps: list[str]) -> str:
     """The answer extraction a spec asks for; eval_mm only strips (grounding keeps the raw text)."""
     for step in steps:
-        if step == "strip":
-            output = output.strip()
-        elif step == "first_line":
-            output = output.strip().split("\n")[0]
-        elif step == "lower":
-            output = output.lower()
-        else:
-            raise ValueError(f"unknown postprocess step {step!r} (known: strip, first_line, lower)")
+        if not isinstance(step, str) or step not in POSTPROCESS_STEPS:
+            raise ValueError(f"unknown postprocess step {step!r} (known: {', '.join(POSTPROCESS_STEPS)})")
+        output = POSTPROCESS_STEPS[step](output)
     return output
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from evalkit.errors import EvalkitError
 from evalkit.task import ChoiceScore, Request
 
 
-class ModelError(RuntimeError):
+class ModelError(EvalkitError, RuntimeError):
     """A model that cannot be built or loaded (bad path, bad checkpoint): one clear message."""
 
 

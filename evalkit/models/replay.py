@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit.errors import EvalkitError
 from evalkit.models.base import ModelError
 from evalkit.task import ChoiceScore, Request
 
@@ -29,7 +30,7 @@ _ID_KEYS = ("sample_id", "question_id", "questionId", "image_id", "id", "index")
 _TEXT_KEYS = ("output", "answer", "caption", "text", "prediction", "pred", "response")
 
 
-class MissingPrediction(KeyError):
+class MissingPrediction(EvalkitError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 

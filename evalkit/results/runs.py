@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit.errors import EvalkitError
 from evalkit.task import Prediction
 
 SCHEMA = "evalkit.run/1"
@@ -26,7 +27,7 @@ SCHEMA = "evalkit.run/1"
 JSON_ESCAPE = "backslashreplace"
 
 
-class RunError(RuntimeError):
+class RunError(EvalkitError, RuntimeError):
     """A run folder that is missing, corrupt, or belongs to a different model or settings."""
 
 

@@ -22,7 +22,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from evalkit.models.base import ModelError
 from evalkit.models.qwen_vl.checkpoint import weight_files
-from evalkit.models.qwen_vl.engine import QwenVLEngine, request_text
+from evalkit.models.qwen_vl.engine import QwenVLEngine
 from evalkit.models.qwen_vl.engine_types import EngineConfig
 from evalkit.models.qwen_vl.modeling import QwenVLForCausalLM
 from evalkit.models.qwen_vl.processor import QwenVLProcessor
@@ -41,7 +41,7 @@ DTYPES = {
 }
 HASH_CHUNK = 1 << 20
 ENGINES = ("fast", "hf")
-__all__ = ["QwenVLAdapter", "StopOnStrings", "request_text"]
+__all__ = ["QwenVLAdapter", "StopOnStrings"]
 
 
 def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
@@ -196,7 +196,7 @@ class QwenVLAdapter:
 
     def context_error(self, request: Request) -> str | None:
         """Why `request` cannot run in this model's context, or None when it fits."""
-        prompt = len(self.tokenizer.encode(request_text(request)))
+        prompt = len(self.tokenizer.encode(request.text(image_token="")))
         if request.choices:
             extra = max(len(self.tokenizer.encode(c)) for c in request.choices)
         else:

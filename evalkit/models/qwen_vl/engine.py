@@ -48,11 +48,6 @@ from evalkit.task import ChoiceScore, ImageError, ImageRef, Request
 T = TypeVar("T")
 
 
-def request_text(request: Request) -> str:
-    """The prompt with each image part left out: its `<img>`/`</img>` tags are already in the text."""
-    return "".join(part for part in request.parts if isinstance(part, str))
-
-
 def _engine_call(method: Callable[..., T]) -> Callable[..., T]:
     """A public engine call: runs with the engine's compiled modules in place (see `_compiled`)."""
 

@@ -18,6 +18,7 @@ import tiktoken
 import torch
 from tiktoken.load import load_tiktoken_bpe
 
+from evalkit.chat import SYSTEM_PROMPT
 from evalkit.models.base import ModelError
 
 VOCAB_FILE = "qwen.tiktoken"
@@ -239,7 +240,7 @@ class QwenTokenizer:
         self,
         query: str,
         history: list[tuple[str, str | None]] | None = None,
-        system: str = "You are a helpful assistant.",
+        system: str = SYSTEM_PROMPT,
         max_window_size: int = 6144,
     ) -> tuple[str, list[int]]:
         """chatml context as the reference `make_context` builds it: each role's text is tokenized

@@ -1,0 +1,84 @@
+"""The import rules of ARCHITECTURE.md: the line runs one way, and no part reaches back up it.
+
+Every `import` in evalkit/ counts, inside functions too: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "evalkit"
+
+# part -> parts it must never import (a part is a module or package directly under evalkit/,
+# with models/qwen_vl's bench commands counted as their own part: they drive the whole line)
+NEVER = {
+    "errors": {"*"},
+    "task": {"registry", "prompts", "chat", "metrics", "models", "runner", "results", "api", "cli"},
+    "chat": {"registry", "prompts", "metrics", "models", "runner", "results", "api", "cli", "data"},
+    "prompts": {"registry", "metrics", "models", "runner", "results", "api", "cli", "data"},
+    "data": {"registry", "prompts", "chat", "metrics", "models", "runner", "results", "api", "cli"},
+    "metrics": {"registry", "prompts", "chat", "models", "runner", "results", "api", "cli"},
+    "registry": {"prompts", "models", "runner", "results", "api", "cli"},
+    "models": {"registry", "metrics", "runner", "results", "api", "cli", "demo"},
+    "runner": {"api", "cli"},
+    "results": {"models", "runner", "prompts", "cli"},
+    "demo": {"cli", "api", "results", "runner"},
+    "integrations": {"cli", "api", "results", "runner", "registry"},
+}
+SUPPORT = {"resources", "quiet", "argtypes", "timing", "errors"}
+
+
+def part_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "evalkit" or len(parts) == 1:
+        return None
+    if parts[1:3] == ["models", "qwen_vl"] and len(parts) > 3 and parts[3].startswith("bench"):
+        return "bench"
+    return parts[1]
+
+
+def imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            if node.module == "evalkit":
+                found.update(f"evalkit.{a.name}" for a in node.names)
+    return found
+
+
+def edges() -> list[tuple[str, str, str]]:
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        source = part_of(module)
+        for target in imports(path):
+            dest = part_of(target)
+            if source and dest and dest != source:
+                out.append((source, dest, f"{path.relative_to(PACKAGE.parent)} imports {target}"))
+    return out
+
+
+@pytest.mark.parametrize("source", sorted(NEVER))
+def test_no_part_imports_what_it_never_may(source):
+    banned = NEVER[source]
+    wrong = [where for s, d, where in edges() if s == source and ("*" in banned or d in banned)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_support_modules_import_no_part_of_the_line():
+    wrong = [where for s, d, where in edges() if s in SUPPORT and d not in SUPPORT]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_part_is_on_the_map():
+    mapped = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    listed = {p.name for p in PACKAGE.iterdir() if p.name != "__pycache__" and not p.name.startswith("_")
+              and (p.suffix == ".py" or p.is_dir()) and p.name not in {"py.typed"}}
+    missing = sorted(name for name in listed if name.removesuffix(".py") not in mapped)
+    assert not missing, f"not in ARCHITECTURE.md: {missing}"
