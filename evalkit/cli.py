@@ -17,6 +17,7 @@ from evalkit import __version__
 from evalkit.api import DEFAULT_MODEL, DEFAULT_TASKS  # the embedded default (see evalkit.api)
 from evalkit.argtypes import at_least
 from evalkit.errors import EvalkitError
+from evalkit.models.base import DTYPE_NAMES
 
 if TYPE_CHECKING:
     from evalkit.distributed import Dist
@@ -43,7 +44,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-DTYPE_NAMES = ("fp32", "bf16", "fp16", "float32", "bfloat16", "float16")
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 
 

@@ -13,6 +13,10 @@ from typing import Any, Protocol, runtime_checkable
 from evalkit.errors import EvalkitError
 from evalkit.task import ChoiceScore, Request
 
+# --dtype values -> torch dtype names: parsed by the CLI without torch, resolved by the model
+DTYPE_NAMES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+               "fp16": "float16", "float16": "float16"}
+
 
 class ModelError(EvalkitError, RuntimeError):
     """A model that cannot be built or loaded (bad path, bad checkpoint): one clear message."""

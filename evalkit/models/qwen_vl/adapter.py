@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from evalkit.models.base import ModelError
+from evalkit.models.base import DTYPE_NAMES, ModelError
 from evalkit.models.qwen_vl.checkpoint import weight_files
 from evalkit.models.qwen_vl.engine import QwenVLEngine
 from evalkit.models.qwen_vl.engine_types import EngineConfig
@@ -29,14 +29,7 @@ from evalkit.models.qwen_vl.scheduler import OnBatch
 from evalkit.models.qwen_vl.tokenizer import VOCAB_FILE
 from evalkit.task import ChoiceScore, ImageError, Request
 
-DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
+DTYPES = {name: getattr(torch, torch_name) for name, torch_name in DTYPE_NAMES.items()}
 HASH_CHUNK = 1 << 20
 ENGINES = ("fast", "hf")
 __all__ = ["QwenVLAdapter"]
