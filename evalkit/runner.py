@@ -14,7 +14,6 @@ counts every cache file of a task as done, so no sample is lost or computed twic
 
 from __future__ import annotations
 
-import platform
 import signal
 import sys
 import time
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from evalkit import __version__
 from evalkit.data import load_samples
-from evalkit.data.ids import unique_ids
+from evalkit.data.ids import fingerprint, unique_ids
 from evalkit.data.loader import dataset_source
 from evalkit.distributed import Dist
 from evalkit.errors import EvalkitError
@@ -37,8 +36,16 @@ from evalkit.metrics.choice import pick_by_loglikelihood
 from evalkit.metrics.score import postprocess, score_task
 from evalkit.models.base import Model
 from evalkit.prompts import PromptError, build_request, choice_letters, choose_shots
-from evalkit.results.runs import SCHEMA, RunError, SampleCache, atomic_write_json, result_key
-from evalkit.task import ChoiceScore, Prediction, Request, Sample, TaskSpec, stable_hash
+from evalkit.results.runs import (
+    SCHEMA,
+    RunError,
+    SampleCache,
+    atomic_write_json,
+    check_manifest,
+    result_key,
+    versions,
+)
+from evalkit.task import ChoiceScore, Prediction, Request, Sample, TaskSpec
 from evalkit.timing import PhaseTimer
 
 
@@ -207,29 +214,8 @@ class Runner:
 
     def _check_manifest(self, identity: dict[str, Any], specs: list[TaskSpec]) -> None:
         """A folder's cache is only valid for the same model, seed, prompt style and specs."""
-        for stale in [*self.out.glob(".*.tmp"), *self.out.glob("samples/.*.tmp")]:
-            stale.unlink(missing_ok=True)  # an atomic write cut short by a kill; never read
-        path = self.out / "manifest.json"
-        mine = {
-            "model": identity,
-            "seed": self.settings.seed,
-            "prompt_style": self.style,
-            "tasks": {s.name: s.spec_hash() for s in specs},
-        }
-        if path.exists():
-            old = _read_manifest(path)
-            for key in ("model", "seed", "prompt_style"):
-                if old.get(key) != mine[key]:
-                    raise RunError(
-                        f"{self.out} holds a run with a different {key} ({old.get(key)!r} vs {mine[key]!r}); "
-                        "use another --output folder or delete this one"
-                    )
-            for name, h in mine["tasks"].items():
-                if old.get("tasks", {}).get(name, h) != h:
-                    raise RunError(f"{self.out}: task {name} spec changed since its cached samples were made; "
-                                   "use another --output folder or delete samples/ for it")
-            mine["tasks"] = {**old.get("tasks", {}), **mine["tasks"]}
-        atomic_write_json(path, mine)
+        check_manifest(self.out, {"model": identity, "seed": self.settings.seed, "prompt_style": self.style,
+                                  "tasks": {s.name: s.spec_hash() for s in specs}})
 
     def _settings_record(self, tasks: dict[str, Any]) -> dict[str, Any]:
         """This command's settings; `tasks` and `shots` cover every result in run.json (each result
@@ -549,36 +535,3 @@ class Runner:
         best = pick_by_loglikelihood(pred.choice_scores)  # the metric's own rule, so answer == what is scored
         pred.answer = best
         pred.output = "" if best is None else choice_letters(len(scores))[best]
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        old = None
-    if not isinstance(old, dict):
-        raise RunError(f"{path} is corrupt, so what made the cached samples is unknown; "
-                       "use another --output folder or delete this one")
-    return old
-
-
-def fingerprint(samples: list[Sample]) -> str:
-    """A content hash of what was evaluated (ids, text fields, references, image identities)."""
-    def image_id(key: str) -> str:  # file images by name, so the same data elsewhere hashes the same
-        return key.rsplit("/", 1)[-1] if key.startswith("path:") else key
-
-    return stable_hash([[s.id, s.fields, s.references, [image_id(im.key) for im in s.images]] for s in samples])
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"evalkit": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "transformers", "datasets", "pycocoevalcap"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from evalkit.task import Sample
+from evalkit.task import Sample, stable_hash
 
 
 def unique_ids(samples: Sequence[Sample]) -> list[str]:
@@ -24,3 +24,11 @@ def unique_ids(samples: Sequence[Sample]) -> list[str]:
         seen[s.id] = n + 1
         ids.append(f"{s.id}#{n}" if n else s.id)
     return ids
+
+
+def fingerprint(samples: list[Sample]) -> str:
+    """A content hash of what was evaluated (ids, text fields, references, image identities)."""
+    def image_id(key: str) -> str:  # file images by name, so the same data elsewhere hashes the same
+        return key.rsplit("/", 1)[-1] if key.startswith("path:") else key
+
+    return stable_hash([[s.id, s.fields, s.references, [image_id(im.key) for im in s.images]] for s in samples])

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit import __version__
 from evalkit.errors import EvalkitError
 from evalkit.task import Prediction
 
@@ -262,3 +264,49 @@ def resolve_key(run: Run, task: str) -> str:
     if keys:
         raise RunError(f"{run.label} has several results for {task}: {', '.join(keys)}; name one")
     raise RunError(f"{run.label} has no results for {task} (it has: {', '.join(run.tasks) or 'none'})")
+
+
+def check_manifest(out: Path, mine: dict[str, Any]) -> None:
+    """A folder's cache is only valid for the same model, seed, prompt style and specs: refuse
+    another, else record `mine` (its tasks added to the folder's)."""
+    for stale in [*out.glob(".*.tmp"), *out.glob("samples/.*.tmp")]:
+        stale.unlink(missing_ok=True)  # an atomic write cut short by a kill; never read
+    path = out / "manifest.json"
+    if path.exists():
+        old = read_manifest(path)
+        for key in ("model", "seed", "prompt_style"):
+            if old.get(key) != mine[key]:
+                raise RunError(
+                    f"{out} holds a run with a different {key} ({old.get(key)!r} vs {mine[key]!r}); "
+                    "use another --output folder or delete this one"
+                )
+        for name, h in mine["tasks"].items():
+            if old.get("tasks", {}).get(name, h) != h:
+                raise RunError(f"{out}: task {name} spec changed since its cached samples were made; "
+                               "use another --output folder or delete samples/ for it")
+        mine["tasks"] = {**old.get("tasks", {}), **mine["tasks"]}
+    atomic_write_json(path, mine)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        old = None
+    if not isinstance(old, dict):
+        raise RunError(f"{path} is corrupt, so what made the cached samples is unknown; "
+                       "use another --output folder or delete this one")
+    return old
+
+
+def versions() -> dict[str, str]:
+    """What a run's numbers may depend on, recorded in run.json."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"evalkit": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "transformers", "datasets", "pycocoevalcap"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
