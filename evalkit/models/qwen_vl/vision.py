@@ -94,35 +94,13 @@ class VisualBlock(nn.Module):
 
 
 class VisualTransformer(nn.Module):
-    """Holds `resblocks` so the keys read `transformer.visual.transformer.resblocks.N...`.
-
-    On a CPU the images go through the blocks a few at a time (`images_per_chunk`): each image
-    is independent here, and a whole batch's MLP activations (82 MB for 16 images of the small
-    config) exceed glibc's 32 MB mmap threshold, so every such buffer was mapped afresh and
-    page-faulted in (a quarter of a million faults, 0.5 s of kernel time per 16 images) and
-    streamed through memory instead of staying in cache. Outputs are bitwise the same.
-    """
-
-    CHUNK_BYTES = 24 << 20  # the largest activation of a chunk: under glibc's mmap threshold
+    """Holds `resblocks` so the keys read `transformer.visual.transformer.resblocks.N...`."""
 
     def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float):
         super().__init__()
         self.resblocks = nn.ModuleList(VisualBlock(width, heads, mlp_ratio) for _ in range(layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        step = self.images_per_chunk(x)
-        if step >= x.size(0):
-            return self._blocks(x)
-        return torch.cat([self._blocks(part) for part in x.split(step)])
-
-    def images_per_chunk(self, x: torch.Tensor) -> int:
-        """All of them off the CPU (a GPU wants one big batch); else as many as fit CHUNK_BYTES."""
-        if x.device.type != "cpu" or not self.resblocks:
-            return x.size(0)
-        widest = max(x.size(-1), self.resblocks[0].mlp.c_fc.out_features)
-        return max(1, self.CHUNK_BYTES // (x[0].numel() // x.size(-1) * widest * x.element_size()))
-
-    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.resblocks:
             x = block(x)
         return x
