@@ -33,8 +33,8 @@ import torch
 
 from evalkit.models.qwen_vl import language, vision
 from evalkit.models.qwen_vl.config import QwenVLConfig
-from evalkit.models.qwen_vl.engine import StaticKVCache
-from evalkit.models.qwen_vl.modeling import QwenModel
+from evalkit.models.qwen_vl.kv_cache import StaticKVCache
+from evalkit.models.qwen_vl.modeling import QwenVLTransformer
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "benchmarks" / "configs" / "small_cpu.json"
@@ -53,11 +53,10 @@ def module_at(rev: str, name: str) -> ModuleType:
 
 def decoder_case(lang: ModuleType, blocks: torch.nn.ModuleList, config: QwenVLConfig, batch: int,
                  past: int, length: int, seed: int) -> Callable[[], list[torch.Tensor]]:
-    """Run `blocks` over `length` new tokens per row after `past` cached ones, as QwenModel does."""
+    """Run `blocks` over `length` new tokens per row after `past` cached ones, as QwenVLTransformer does."""
     gen = torch.Generator().manual_seed(seed)
     hidden = torch.randn(batch, length, config.hidden_size, generator=gen)
-    cache = StaticKVCache(len(blocks), batch, config.num_attention_heads, past + length, config.head_dim,
-                          torch.float32, "cpu")
+    cache = StaticKVCache.empty(config, batch, past + length, torch.float32, "cpu")
     cache.k.normal_(generator=gen)
     cache.v.normal_(generator=gen)
     total = past + length
@@ -87,7 +86,7 @@ def build_cases(base: str, names: list[str]) -> dict[str, tuple[Callable, Callab
         p.data.normal_(0, 0.05)
     old_tower = old_vis.VisionTransformer(**config.visual).eval()
     old_tower.load_state_dict(new_tower.state_dict())
-    new_blocks = QwenModel(config).h.eval()
+    new_blocks = QwenVLTransformer(config).h.eval()
     for p in new_blocks.parameters():
         p.data.normal_(0, 0.05)
     old_blocks = torch.nn.ModuleList(old_lang.QwenBlock(config, i) for i in range(config.num_hidden_layers))
