@@ -6,6 +6,7 @@ Every `import` in evalkit/ counts, inside functions too: a lazy import is still 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,7 @@ def imports(path: Path) -> set[str]:
     return found
 
 
+@functools.cache
 def edges() -> list[tuple[str, str, str]]:
     out = []
     for path in sorted(PACKAGE.rglob("*.py")):
