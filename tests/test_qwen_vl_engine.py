@@ -640,3 +640,32 @@ def test_tiled_pick_is_the_first_maximum(tile):
 def test_tiled_vocabulary_pick_equals_generate(tiny_model, tiny_processor, requests, batch1_outputs):
     eng = engine(tiny_model, tiny_processor, batch_size=8, vocab_tile=4096)
     assert eng.generate(requests) == batch1_outputs
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_a_run_generates_each_request_once_and_saves_every_engine_batch(tiny_model, tiny_processor, tiny_ckpt,
+                                                                         tmp_path, batch_size):
+    """The runner's streaming call reaches the engine's batches: each engine batch is handed back
+    (on_batch) as it finishes, and no request is generated twice. (generate once passed on_batch
+    where fan_out goes: with auto the call failed at sizing and fell back to 64-request calls,
+    with a fixed size every request was generated twice.)"""
+    from evalkit.registry import Registry
+    from evalkit.runner import Runner, RunSettings
+
+    model = QwenVLAdapter(tiny_model, tiny_processor, str(tiny_ckpt), batch_size=batch_size or "auto")
+    model.engine.config.max_batch_size = 2  # several engine batches in one call, with auto too
+    streamed: list[int] = []
+    generate = model.engine.generate
+
+    def counting(requests, on_batch=None):
+        def report(indices, outputs):
+            streamed.append(len(indices))
+            on_batch(indices, outputs)
+        return generate(requests, report if on_batch else None)
+
+    model.engine.generate = counting
+    settings = RunSettings(output=tmp_path / "run", limit=6, batch_size=batch_size, progress=False, model_spec="tiny")
+    data = Runner(model, settings).run(Registry().select("vqav2_mini"))
+    assert data["tasks"]["vqav2_mini"]["n_samples"] == 6
+    assert model.engine.stats.requests == 6  # each request generated once
+    assert sum(streamed) == 6 and all(n <= 2 for n in streamed)  # every engine batch saved as it finished

@@ -111,7 +111,7 @@ class QwenVLEngine:
         outputs)` is called as each batch finishes (so a caller can save results as they come)."""
         prepared = [self._prepare(r) for r in requests]
         return self._run_batched(prepared, lambda p: max(r.request.max_new_tokens for r in p), self._generate_batch,
-                                 on_batch)
+                                 on_batch=on_batch)
 
     @torch.inference_mode()
     @_engine_call
