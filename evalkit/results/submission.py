@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from evalkit.metrics.base import answer_text
 from evalkit.metrics.choice import picked_index
 from evalkit.metrics.mmbench import ROTATION, majority
 from evalkit.results.runs import atomic_write_json
@@ -47,24 +48,20 @@ SERVERS: dict[str, str] = {
 }
 
 
-def _answer(pred: Prediction) -> str:
-    return pred.answer if isinstance(pred.answer, str) else pred.output
-
-
 # ---------------------------------------------------------------- JSON records
 
 
 def _vqav2(pred: Prediction, sample: Sample) -> dict[str, Any]:
-    return {"question_id": int(sample.id), "answer": _answer(pred)}
+    return {"question_id": int(sample.id), "answer": answer_text(pred)}
 
 
 def _vizwiz(pred: Prediction, sample: Sample) -> dict[str, Any]:
     name = str(sample.metadata.get("image_name") or sample.id)
-    return {"image": name if "." in name else f"{name}.jpg", "answer": _answer(pred)}
+    return {"image": name if "." in name else f"{name}.jpg", "answer": answer_text(pred)}
 
 
 def _docvqa(pred: Prediction, sample: Sample) -> dict[str, Any]:
-    return {"questionId": int(sample.id), "answer": _answer(pred)}
+    return {"questionId": int(sample.id), "answer": answer_text(pred)}
 
 
 WRITERS: dict[str, Record] = {"vqav2": _vqav2, "vizwiz": _vizwiz, "docvqa": _docvqa}
@@ -110,7 +107,7 @@ def touchstone_table(predictions: list[Prediction], samples: list[Sample], path:
     records = []
     for pred, sample in zip(predictions, samples, strict=True):
         record = sample.metadata.get("record") or {}
-        records.append({**{c: record.get(c) for c in TOUCHSTONE_COLUMNS}, "response": _answer(pred)})
+        records.append({**{c: record.get(c) for c in TOUCHSTONE_COLUMNS}, "response": answer_text(pred)})
     _write_tsv(records, [*TOUCHSTONE_COLUMNS, "response"], path)
 
 
